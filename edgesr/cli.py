@@ -1,0 +1,206 @@
+"""The `edgesr` command line: models, export, verify."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from edgesr import __version__
+from edgesr.errors import ParityError, UserError
+from edgesr.verify import DEFAULT_SIZES
+
+PRECISIONS = ("fp32", "fp16", "int8")
+MAX_VERIFY_SIDE = 2048
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _progress(message: str) -> None:
+    print(f"[edgesr {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _size_list(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        try:
+            h, w = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{item}' is not HxW (e.g. 48x48,37x53)") from None
+        if not (1 <= h <= MAX_VERIFY_SIDE and 1 <= w <= MAX_VERIFY_SIDE):
+            raise argparse.ArgumentTypeError(f"size {item} must have sides between 1 and {MAX_VERIFY_SIDE}")
+        sizes.append((h, w))
+    return sizes
+
+
+def _pixel_range(text: str) -> float:
+    if text not in ("1", "255"):
+        raise argparse.ArgumentTypeError("pixel range must be 1 (inputs in 0..1) or 255 (inputs in 0..255)")
+    return float(text)
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default="ecbsr", help="model family (default: ecbsr; see 'edgesr models')")
+    group.add_argument("--variant", help="architecture, e.g. M4C16 or M4C16-RGB (default: the model's "
+                       "default, or the checkpoint's own)")
+    group.add_argument("--scale", type=int, help="upscale factor (default: 4, or the checkpoint's)")
+    group.add_argument("--weights", type=Path, metavar="CKPT",
+                       help="PyTorch checkpoint: authors', BasicSR ({'params'|'params_ema': ...}) or edgesr; "
+                       "training or deploy layout (default: the built-in checkpoint)")
+    group.add_argument("--pixel-range", type=_pixel_range, metavar="{1,255}",
+                       help="input value range (default: 255 for official ECBSR weights, 1 for BasicSR)")
+
+
+def _prepare(args: argparse.Namespace):
+    from edgesr.pipeline import prepare
+
+    return prepare(args.model, args.variant, args.scale, args.weights, args.pixel_range)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Print every model, preset and scale with params and MACs per LR pixel."""
+    from edgesr.profile import count_params, macs_per_lr_pixel
+    from edgesr.registry import MODELS, get_model
+
+    specs = [get_model(args.model)] if args.model else list(MODELS.values())
+    header = f"{'model':<8} {'variant':<9} {'scale':>5} {'params train':>13} {'params deploy':>14} " \
+             f"{'MACs/px train':>14} {'MACs/px deploy':>15} {'GMAC 360x640':>13}"
+    for spec in specs:
+        print(f"{spec.name}: {spec.summary}")
+        print(header)
+        for variant in spec.presets:
+            for scale in spec.scales:
+                cfg = spec.config(variant, scale)
+                train = spec.train_graph(cfg)
+                deploy = train.reparameterize()
+                deploy_macs = macs_per_lr_pixel(deploy, cfg.colors)
+                print(f"{spec.name:<8} {cfg.variant:<9} {'x' + str(scale):>5} {count_params(train):>13,} "
+                      f"{count_params(deploy):>14,} {macs_per_lr_pixel(train, cfg.colors):>14,.0f} "
+                      f"{deploy_macs:>15,.0f} {deploy_macs * 360 * 640 / 1e9:>13.2f}")
+    print("MACs are multiply-accumulates of conv/linear layers (1 MAC = 2 FLOPs), per low-resolution pixel.")
+    return 0
+
+
+def _ops_line(ops) -> str:
+    return ", ".join(f"{name} x{count}" for name, count in ops.most_common())
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export one model file and print what was written and how it was verified."""
+    from export.pipeline import check_format, export_verified
+
+    check_format(args.format, args.precision)
+    prepared = _prepare(args)
+    report = export_verified(prepared, args.format, args.precision, args.output, args.force, _progress)
+    cfg = prepared.config
+    check = report.parity
+    transpose = "TRANSPOSE present!" if "TRANSPOSE" in report.ops or "Transpose" in report.ops else "no TRANSPOSE"
+    train_params = f" (training graph {report.train_params:,})" if report.train_params else ""
+    print(f"exported {prepared.label} ({'Y' if cfg.colors == 1 else 'RGB'}, 0..{cfg.pixel_range:g}) "
+          f"{args.format} {args.precision} -> {report.path}")
+    print(f"  weights  {prepared.weights}")
+    print(f"  size     {report.size_bytes / 1024:.1f} KiB")
+    print(f"  params   {report.params:,} deploy graph{train_params}")
+    print(f"  MACs     {report.macs_per_pixel:,.0f} per LR pixel = "
+          f"{report.macs_per_pixel * 360 * 640 / 1e9:.2f} GMAC at 360x640 LR")
+    print(f"  ops      {_ops_line(report.ops)} ({transpose})")
+    print(f"  parity   vs {check.reference} graph over {check.inputs} inputs: max-abs {check.stats.max_abs:.3g} "
+          f"(bound {check.bound:.3g}), PSNR {check.stats.psnr_db:.1f} dB: {'PASS' if check.passed else 'FAIL'}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Run all graphs on the same inputs, print the error table, fail on a broken bound."""
+    from edgesr.atomic import check_output_path, write_bytes_atomic
+    from edgesr.verify import BOUNDS, format_table
+    from edgesr.verify_model import verify_prepared
+
+    if args.json:
+        check_output_path(args.json, args.force)
+    prepared = _prepare(args)
+    cfg = prepared.config
+    checks = verify_prepared(prepared, args.precision, args.sizes, _progress)
+    sizes = ", ".join(f"{h}x{w}" for h, w in args.sizes)
+    print(f"verify {prepared.label} ({'Y' if cfg.colors == 1 else 'RGB'}, 0..{cfg.pixel_range:g}); "
+          f"weights: {prepared.weights}")
+    print(f"inputs: random + real photo crop at each of {sizes}; worst case over all inputs; "
+          f"PSNR with peak {cfg.pixel_range:g}")
+    print("bounds (max-abs): " + ", ".join(f"{p} {BOUNDS[p]:g} x range" for p in PRECISIONS))
+    print(format_table(checks))
+    failed = [c for c in checks if not c.passed]
+    if args.json:
+        payload = {"model": prepared.spec.name, "config": cfg.to_dict(), "weights": prepared.weights,
+                   "sizes": args.sizes, "checks": [c.to_dict() for c in checks]}
+        write_bytes_atomic(args.json, json.dumps(payload, indent=2).encode(), force=args.force)
+    if failed:
+        print(f"FAILED: {len(failed)} of {len(checks)} checks broke their bound", file=sys.stderr)
+        return 1
+    print(f"all {len(checks)} checks passed")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgesr", description="Take efficient super-resolution networks from their "
+                     "training graph to verified ONNX/TFLite models and measure them.")
+    parser.add_argument("--version", action="version", version=f"edgesr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    models = sub.add_parser("models", help="list models, variants, params and MACs per LR pixel",
+                            description="List every model family, preset and scale with parameter "
+                            "counts and MACs per low-resolution pixel (training and deploy graphs).")
+    models.add_argument("--model", help="only this model family")
+    models.set_defaults(func=cmd_models)
+
+    export = sub.add_parser("export", help="re-parameterize and export to ONNX or TFLite, verified",
+                            description="Re-parameterize the training graph, export the deploy graph, "
+                            "check the file against the training graph, and only then write it.")
+    _add_model_args(export)
+    export.add_argument("--format", default="tflite", help="onnx or tflite (default: tflite)")
+    export.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (TFLite); ONNX is fp32")
+    export.add_argument("-o", "--output", type=Path, help="output file (default: exports/<model>_<variant>_"
+                        "x<scale>_<precision>.<ext>)")
+    export.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    export.set_defaults(func=cmd_export)
+
+    verify = sub.add_parser("verify", help="compare training, deploy, ONNX and TFLite outputs",
+                            description="Run the training graph, deploy graph, ONNX file (ONNX Runtime) "
+                            "and TFLite files (LiteRT) on the same random and real images and print "
+                            "max-abs error and PSNR for each pair. Exit 1 if a bound is broken.")
+    _add_model_args(verify)
+    verify.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                        help="TFLite precisions to check (default: all)")
+    verify.add_argument("--sizes", type=_size_list, default=DEFAULT_SIZES,
+                        help="LR input sizes HxW,... (default: 48x48,37x53,64x41)")
+    verify.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    verify.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    verify.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"edgesr: error: {exc}", file=sys.stderr)
+        return 2
+    except ParityError as exc:
+        print(f"edgesr: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edgesr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

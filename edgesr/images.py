@@ -1,0 +1,60 @@
+"""Real and random test images, in the colour space and pixel range a model expects."""
+
+from __future__ import annotations
+
+import numpy as np
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma as the SR papers use it: Y in [16, 235]/255 for RGB in [0, 1]. HWC -> HW."""
+    return (16.0 + rgb @ np.array([65.481, 128.553, 24.966])) / 255.0
+
+
+def photo(name: str) -> np.ndarray:
+    """A photo bundled with scikit-image, RGB float64 in [0, 1], HWC."""
+    from skimage import data
+
+    return getattr(data, name)().astype(np.float64) / 255.0
+
+
+def to_model_input(rgb: np.ndarray, colors: int, pixel_range: float) -> np.ndarray:
+    """HWC RGB [0,1] -> NCHW float32 with `colors` channels (1 = Y) in [0, pixel_range]."""
+    img = rgb_to_y(rgb)[..., None] if colors == 1 else rgb
+    return (img.transpose(2, 0, 1)[None] * pixel_range).astype(np.float32)
+
+
+def photo_crop(name: str, height: int, width: int, colors: int, pixel_range: float,
+               rng: np.random.Generator) -> np.ndarray:
+    """A random crop of a bundled photo as a model input (NCHW)."""
+    rgb = photo(name)
+    top = rng.integers(0, rgb.shape[0] - height + 1)
+    left = rng.integers(0, rgb.shape[1] - width + 1)
+    return to_model_input(rgb[top:top + height, left:left + width], colors, pixel_range)
+
+
+def verification_inputs(sizes: list[tuple[int, int]], colors: int, pixel_range: float,
+                        seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """For every size, a uniform-random image and a real photo crop: (label, NCHW array)."""
+    rng = np.random.default_rng(seed)
+    inputs = []
+    for i, (h, w) in enumerate(sizes):
+        noise = (rng.random((1, colors, h, w)) * pixel_range).astype(np.float32)
+        inputs.append((f"random {h}x{w}", noise))
+        name = PHOTOS[i % len(PHOTOS)]
+        inputs.append((f"{name} {h}x{w}", photo_crop(name, h, w, colors, pixel_range, rng)))
+    return inputs
+
+
+def calibration_crops(colors: int, pixel_range: float, count: int = 32, size: int = 64,
+                      seed: int = 0) -> list[np.ndarray]:
+    """Random crops (with flips) of the bundled photos: the int8 representative dataset."""
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in range(count):
+        crop = photo_crop(PHOTOS[i % len(PHOTOS)], size, size, colors, pixel_range, rng)
+        if rng.random() < 0.5:
+            crop = crop[..., ::-1]
+        crops.append(np.ascontiguousarray(crop))
+    return crops

@@ -1,0 +1,31 @@
+"""Error statistics between two model outputs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """max/mean absolute error and PSNR of `candidate` against `reference`."""
+
+    max_abs: float
+    mean_abs: float
+    psnr_db: float
+
+    def worst(self, other: ErrorStats) -> ErrorStats:
+        return ErrorStats(max(self.max_abs, other.max_abs), max(self.mean_abs, other.mean_abs),
+                          min(self.psnr_db, other.psnr_db))
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, pixel_range: float) -> ErrorStats:
+    """Raw (unclamped) errors; PSNR uses `pixel_range` as the peak value."""
+    if reference.shape != candidate.shape:
+        raise ValueError(f"output shapes differ: {reference.shape} vs {candidate.shape}")
+    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    mse = float(np.mean(diff ** 2))
+    psnr = math.inf if mse == 0 else 10.0 * math.log10(pixel_range ** 2 / mse)
+    return ErrorStats(float(diff.max()), float(diff.mean()), psnr)

@@ -1,0 +1,102 @@
+"""Host runtimes behind one call signature: NCHW float32 in model pixel range -> NCHW out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from edgesr.errors import UserError
+from edgesr.quiet import captured_output
+
+
+class Graph(Protocol):
+    """Anything that maps an LR batch (NCHW, float32) to its SR output (NCHW, float32)."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class TorchGraph:
+    """A PyTorch module in eval mode, run without autograd."""
+
+    def __init__(self, module: nn.Module, threads: int | None = None):
+        self.module = module.eval()
+        if threads:
+            torch.set_num_threads(threads)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+
+class OnnxGraph:
+    """An ONNX file run by ONNX Runtime on the CPU."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x.astype(np.float32)})[0]
+
+
+class TfliteGraph:
+    """A .tflite file run by the LiteRT interpreter (NHWC inside; int8 I/O handled)."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+        self.input = self.interpreter.get_input_details()[0]
+        self.output_index = self.interpreter.get_output_details()[0]["index"]
+        self.shape: tuple[int, ...] | None = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        if nhwc.shape != self.shape:
+            self.interpreter.resize_tensor_input(self.input["index"], nhwc.shape, strict=False)
+            with captured_output("LiteRT allocate_tensors"):  # silences the XNNPACK INFO line
+                self.interpreter.allocate_tensors()
+            self.shape = nhwc.shape
+        self.interpreter.set_tensor(self.input["index"], _quantize(nhwc, self.input))
+        self.interpreter.invoke()
+        output = self.interpreter.get_output_details()[0]
+        result = _dequantize(self.interpreter.get_tensor(self.output_index), output)
+        return result.transpose(0, 3, 1, 2)
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return x.astype(np.float32)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return y
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def open_model_file(path: Path, threads: int | None = None) -> Graph:
+    """Open an exported .onnx or .tflite file with its runtime."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {path} not found")
+    if path.suffix == ".onnx":
+        return OnnxGraph(path, threads)
+    if path.suffix == ".tflite":
+        return TfliteGraph(path, threads)
+    raise UserError(f"unknown model file type '{path.suffix}': expected .onnx or .tflite")

@@ -1,0 +1,1 @@
+"""Exporters: ONNX (torch.onnx + onnxsim) and TFLite (Keras rebuild + TFLiteConverter)."""

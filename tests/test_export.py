@@ -1,0 +1,105 @@
+"""Exported ONNX and TFLite files: parity with the training graph, op lists, dynamic H/W."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgesr.errors import ParityError
+from edgesr.images import verification_inputs
+from edgesr.runtimes import TorchGraph, open_model_file
+from edgesr.verify import BOUNDS
+from export import pipeline
+from export.onnx_exporter import onnx_op_counts
+from export.tflite_exporter import tflite_op_counts, tflite_weight_dtypes
+
+SIZES = [(24, 24), (17, 29), (31, 8)]
+
+
+def _max_err(prepared, path, subset=None) -> float:
+    cfg = prepared.config
+    graph, ref = open_model_file(path), TorchGraph(prepared.train)
+    errors = [np.abs(graph(x) - ref(x)).max() for label, x in verification_inputs(SIZES, cfg.colors, cfg.pixel_range)
+              if subset is None or label.startswith("random") == (subset == "random")]
+    return float(max(errors))
+
+
+@pytest.mark.parametrize("fixture", ["tiny_y", "tiny_rgb"])
+def test_onnx_export_is_dynamic_simplified_and_exact(fixture, request, tmp_path):
+    prepared = request.getfixturevalue(fixture)
+    path = tmp_path / "m.onnx"
+    pipeline.write_model_file(prepared, "onnx", "fp32", path)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version >= 17
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[2].dim_param and dims[3].dim_param  # symbolic height and width
+    ops = onnx_op_counts(path)
+    assert set(ops) <= {"Conv", "PRelu", "Add", "DepthToSpace", "Gather"}
+    assert ops["DepthToSpace"] == 1 and ops["Conv"] == len(prepared.deploy.backbone)
+    assert _max_err(prepared, path) <= BOUNDS["fp32"] * prepared.config.pixel_range
+
+
+@pytest.mark.parametrize("fixture", ["tiny_y", "tiny_rgb"])
+def test_tflite_fp32_is_native_ops_true_fp32_and_exact(fixture, request, tmp_path):
+    prepared = request.getfixturevalue(fixture)
+    path = tmp_path / "m.tflite"
+    pipeline.write_model_file(prepared, "tflite", "fp32", path)
+    ops = tflite_op_counts(path)
+    assert "TRANSPOSE" not in ops and "DEQUANTIZE" not in ops
+    assert {"CONV_2D", "PRELU", "ADD", "DEPTH_TO_SPACE"} <= set(ops)
+    assert tflite_weight_dtypes(path) == {"float32"}
+    assert _max_err(prepared, path) <= BOUNDS["fp32"] * prepared.config.pixel_range
+
+
+def test_tflite_fp16_stores_half_weights_within_bound(tiny_y, tmp_path):
+    path = tmp_path / "m.tflite"
+    pipeline.write_model_file(tiny_y, "tflite", "fp16", path)
+    assert "float16" in tflite_weight_dtypes(path)
+    assert "TRANSPOSE" not in tflite_op_counts(path)
+    err = _max_err(tiny_y, path)
+    assert 0 < err <= BOUNDS["fp16"] * tiny_y.config.pixel_range
+
+
+def test_tflite_int8_is_fully_quantized_within_bound_on_photos(tiny_y, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = tmp_path / "m.tflite"
+    pipeline.write_model_file(tiny_y, "tflite", "int8", path)
+    interpreter = Interpreter(model_path=str(path))
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+    ops = tflite_op_counts(path)
+    assert "TRANSPOSE" not in ops and "DEQUANTIZE" not in ops
+    assert _max_err(tiny_y, path, subset="photos") <= BOUNDS["int8"] * tiny_y.config.pixel_range
+
+
+def test_export_verified_writes_report_and_file(tiny_y, tmp_path):
+    out = tmp_path / "out" / "m.tflite"
+    report = pipeline.export_verified(tiny_y, "tflite", "fp32", out)
+    assert out.is_file() and report.size_bytes == out.stat().st_size
+    assert report.parity.passed and report.parity.reference == "train"
+    assert report.macs_per_pixel == 9 * (1 * 8 + 2 * 8 * 8 + 8 * 9)
+    assert [p.name for p in out.parent.iterdir()] == ["m.tflite"]
+
+
+def test_failed_parity_leaves_no_file(tiny_rgb, tmp_path, monkeypatch):
+    """A wrong (PixelShuffle) channel order in the converted RGB graph is caught; nothing is written."""
+    from export import keras_ecbsr
+
+    monkeypatch.setattr(keras_ecbsr, "depth_to_space_order", lambda colors, scale: list(range(colors * scale ** 2)))
+    out = tmp_path / "bad.tflite"
+    with pytest.raises(ParityError, match="no file written"):
+        pipeline.export_verified(tiny_rgb, "tflite", "fp32", out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tflite_runs_after_resizing_to_several_shapes(tiny_y, tmp_path):
+    path = tmp_path / "m.tflite"
+    pipeline.write_model_file(tiny_y, "tflite", "fp32", path)
+    graph = open_model_file(path)
+    for h, w in [(8, 8), (45, 13), (8, 8)]:
+        x = np.random.default_rng(h).random((1, 1, h, w)).astype(np.float32) * 255
+        with torch.no_grad():
+            ref = tiny_y.train(torch.from_numpy(x)).numpy()
+        assert graph(x).shape == ref.shape == (1, 1, 3 * h, 3 * w)
