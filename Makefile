@@ -2,7 +2,7 @@
 VENV ?= .venv
 EDGESR := $(VENV)/bin/edgesr
 
-.PHONY: setup demo test test-fast
+.PHONY: setup demo test test-fast bench
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml constraints.txt scripts/setup.sh
@@ -18,3 +18,6 @@ test: setup
 
 test-fast: setup
 	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+bench: setup
+	$(VENV)/bin/python -m benchmarks.publish

@@ -1,4 +1,4 @@
-"""The `edgesr` command line: models, export, verify."""
+"""The `edgesr` command line: models, export, verify, bench."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from edgesr import __version__
-from edgesr.errors import ParityError, UserError
+from edgesr.errors import ToolError, UserError
 from edgesr.verify import DEFAULT_SIZES
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -65,6 +65,12 @@ def _prepare(args: argparse.Namespace):
     return prepare(args.model, args.variant, args.scale, args.weights, args.pixel_range)
 
 
+def _announce(prepared) -> None:
+    """Print the weights notice once every option has been validated."""
+    if prepared.notice:
+        print(prepared.notice, file=sys.stderr)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """Print every model, preset and scale with params and MACs per LR pixel."""
     from edgesr.profile import count_params, macs_per_lr_pixel
@@ -99,6 +105,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     check_format(args.format, args.precision)
     prepared = _prepare(args)
+    _announce(prepared)
     report = export_verified(prepared, args.format, args.precision, args.output, args.force, _progress)
     cfg = prepared.config
     check = report.parity
@@ -126,6 +133,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         check_output_path(args.json, args.force)
     prepared = _prepare(args)
+    _announce(prepared)
     cfg = prepared.config
     checks = verify_prepared(prepared, args.precision, args.sizes, _progress)
     sizes = ", ".join(f"{h}x{w}" for h, w in args.sizes)
@@ -144,6 +152,39 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"FAILED: {len(failed)} of {len(checks)} checks broke their bound", file=sys.stderr)
         return 1
     print(f"all {len(checks)} checks passed")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmark on the host CPU (or compare two saved reports)."""
+    from benchmarks import report as reports
+
+    if args.action == "compare":
+        if len(args.files) != 2:
+            raise UserError("bench compare takes two report files: edgesr bench compare A.json B.json")
+        print(reports.compare(reports.load_report(args.files[0]), reports.load_report(args.files[1])))
+        return 0
+    if args.action is not None or args.files:
+        raise UserError(f"unknown bench action '{args.action or args.files[0]}': use 'edgesr bench compare A B' "
+                        "or options only")
+    from benchmarks.host import check_options, host_device, plan_cases, run_bench
+    from edgesr.atomic import check_output_path
+
+    check_options(args.runtime, args.precision, args.threads, args.warmup, args.runs, args.rounds)
+    for path in (args.json, args.csv, args.plot):
+        if path:
+            check_output_path(path, args.force)
+    prepared = _prepare(args)
+    cases = plan_cases(prepared, args.runtime, args.precision, args.input, args.threads)
+    _announce(prepared)
+    report = reports.new_report(host_device(), {"warmup": args.warmup, "runs": args.runs,
+                                                "rounds": args.rounds, "weights": prepared.weights})
+    report["cases"] = run_bench(prepared, cases, args.warmup, args.runs, args.rounds, _progress)
+    print(f"bench {prepared.label} on {report['device']['name']} ({report['device']['cpu']['simd']})")
+    print(reports.format_table(report))
+    print(f"peak = {report['device']['peak_assumption']}")
+    for path in reports.write_outputs(report, args.json, args.csv, args.plot, args.force):
+        print(f"wrote {path}")
     return 0
 
 
@@ -183,6 +224,32 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", type=Path, help="also write the results to this JSON file")
     verify.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     verify.set_defaults(func=cmd_verify)
+
+    bench = sub.add_parser("bench", help="measure latency per runtime, precision, size and threads",
+                           description="Benchmark latency on the host CPU: each case runs in its own "
+                           "process, timed in interleaved rounds. 'edgesr bench compare A.json B.json' "
+                           "prints the median ratios of two saved reports.")
+    bench.add_argument("action", nargs="?", help="'compare' to compare two reports")
+    bench.add_argument("files", nargs="*", type=Path, help="the two reports for 'compare'")
+    _add_model_args(bench)
+    bench.add_argument("--device", default="host", choices=["host"], help="where to run (default: host)")
+    bench.add_argument("--runtime", nargs="+", default=["torch-train", "torch", "onnxruntime", "tflite"],
+                       help="torch-train (training graph), torch (deploy graph), onnxruntime, tflite "
+                       "(default: all four)")
+    bench.add_argument("--precision", nargs="+", default=["fp32"],
+                       help="fp32, fp16, int8 (fp16/int8: tflite only; default: fp32)")
+    bench.add_argument("--input", nargs="+", default=["360x640"], metavar="SIZE",
+                       help="LR input sizes, HxW or NxCxHxW (default: 360x640)")
+    bench.add_argument("--threads", nargs="+", type=int, default=[1], help="thread counts (default: 1)")
+    bench.add_argument("--warmup", type=int, default=5, help="untimed runs per case (default: 5)")
+    bench.add_argument("--runs", type=int, default=30, help="timed runs per case (default: 30)")
+    bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds the runs are split over "
+                       "(default: 3)")
+    bench.add_argument("--json", type=Path, help="write the report as JSON")
+    bench.add_argument("--csv", type=Path, help="write the report as CSV")
+    bench.add_argument("--plot", type=Path, help="write a PNG plot (latency vs size; per model)")
+    bench.add_argument("--force", action="store_true", help="overwrite existing report files")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -194,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"edgesr: error: {exc}", file=sys.stderr)
         return 2
-    except ParityError as exc:
+    except ToolError as exc:
         print(f"edgesr: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,15 @@ class PreparedModel:
     deploy: nn.Module
     weights: str
     pretrained: bool
+
+    @property
+    def notice(self) -> str | None:
+        """What a user must be told about these weights (None for real checkpoints)."""
+        if self.pretrained:
+            return None
+        return (f"NOTICE: no built-in checkpoint ships for {self.label} and no --weights was given: using "
+                f"freshly initialised weights ({self.weights}). Everything is verified, but this model "
+                "does not super-resolve.")
 
     @property
     def label(self) -> str:
@@ -53,7 +61,7 @@ def _config_for_checkpoint(spec: ModelSpec, state_dict: dict, variant: str | Non
 
 
 def prepare(model: str, variant: str | None = None, scale: int | None = None, weights: Path | None = None,
-            pixel_range: float | None = None, seed: int = 0, announce: bool = True) -> PreparedModel:
+            pixel_range: float | None = None, seed: int = 0) -> PreparedModel:
     """Build the training graph with weights (checkpoint, built-in, or seeded random init)
     and re-parameterize it; a deploy-layout checkpoint gives the deploy graph directly."""
     spec = get_model(model)
@@ -63,10 +71,6 @@ def prepare(model: str, variant: str | None = None, scale: int | None = None, we
         if weights is None:
             torch.manual_seed(seed)
             train = spec.train_graph(config).eval()
-            if announce:
-                print(f"NOTICE: no built-in checkpoint ships for {spec.name} {config.variant} x{config.scale} "
-                      f"and no --weights was given: using freshly initialised weights (seed {seed}). "
-                      "Everything is verified, but this model does not super-resolve.", file=sys.stderr)
             return PreparedModel(spec, config, train, train.reparameterize(), f"random init (seed {seed})", False)
     checkpoint = read_checkpoint(weights)
     if pixel_range is None:

@@ -1,0 +1,1 @@
+"""Latency benchmarks: the host harness (`edgesr bench`), its reports and the published tables."""

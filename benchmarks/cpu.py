@@ -1,0 +1,78 @@
+"""What CPU this is and its theoretical fp32 peak, with the assumptions spelled out."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+FMA_UNITS_ASSUMED = 2  # per core: Skylake-SP and later Xeons, Zen 2+; some SKUs have 1
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """CPU facts the peak estimate is derived from."""
+
+    model: str
+    arch: str
+    logical_cores: int
+    simd: str
+    fp32_lanes: int
+    fma: bool
+    ghz: float
+    ghz_source: str
+
+    def peak_gflops(self, threads: int) -> float:
+        """threads x GHz x fp32 lanes x 2 (FMA = 2 FLOPs) x FMA units."""
+        flops_per_cycle = self.fp32_lanes * (2 if self.fma else 1) * FMA_UNITS_ASSUMED
+        return min(threads, self.logical_cores) * self.ghz * flops_per_cycle
+
+    def peak_formula(self, threads: int) -> str:
+        return (f"{min(threads, self.logical_cores)} core(s) x {self.ghz:.2f} GHz ({self.ghz_source}) x "
+                f"{self.fp32_lanes} fp32 lanes ({self.simd}) x {2 if self.fma else 1} (FMA) x "
+                f"{FMA_UNITS_ASSUMED} FMA units (assumed) = {self.peak_gflops(threads):.1f} GFLOP/s")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _simd(flags: set[str], arch: str) -> tuple[str, int, bool]:
+    if "avx512f" in flags:
+        return "AVX-512", 16, "fma" in flags
+    if "avx2" in flags:
+        return "AVX2", 8, "fma" in flags
+    if "avx" in flags:
+        return "AVX", 8, False
+    if arch in ("aarch64", "arm64") or "asimd" in flags:
+        return "NEON", 4, True
+    return "SSE", 4, False
+
+
+def _frequency(cpuinfo: str) -> tuple[float, str]:
+    max_freq = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    if max_freq.is_file():
+        return int(max_freq.read_text()) / 1e6, "cpufreq max"
+    named = re.search(r"model name\s*:.*@\s*([\d.]+)\s*GHz", cpuinfo)
+    if named:
+        return float(named.group(1)), "nominal clock in the model name"
+    mhz = re.search(r"cpu MHz\s*:\s*([\d.]+)", cpuinfo)
+    if mhz:
+        return float(mhz.group(1)) / 1000, "current clock from /proc/cpuinfo"
+    return 2.0, "unknown clock, 2 GHz assumed"
+
+
+def detect_cpu(cpuinfo_text: str | None = None) -> CpuInfo:
+    """Read /proc/cpuinfo (or the given text) and derive SIMD width, FMA and clock."""
+    if cpuinfo_text is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo_text = path.read_text() if path.is_file() else ""
+    flags_line = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", cpuinfo_text, re.MULTILINE)
+    flags = set(flags_line.group(1).split()) if flags_line else set()
+    model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo_text, re.MULTILINE)
+    arch = platform.machine()
+    simd, lanes, fma = _simd(flags, arch)
+    ghz, source = _frequency(cpuinfo_text)
+    return CpuInfo(model.group(1).strip() if model else platform.processor() or arch, arch,
+                   os.cpu_count() or 1, simd, lanes, fma, ghz, source)

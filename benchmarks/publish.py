@@ -1,0 +1,117 @@
+"""Re-run the published host benchmark tables: `python -m benchmarks.publish [SUITE ...]`
+(or `make bench`). Writes benchmarks/results/<suite>.{json,csv,png,md} and refreshes the
+tables between the suite's markers in README.md."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import report as reports
+from benchmarks.host import host_device, plan_cases, run_bench
+from edgesr.atomic import write_bytes_atomic
+from edgesr.pipeline import prepare
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One published table: which models and which cases."""
+
+    name: str
+    title: str
+    models: tuple[tuple[str, str, int], ...]  # (model, variant, scale)
+    runtimes: tuple[str, ...]
+    precisions: tuple[str, ...]
+    inputs: tuple[str, ...]
+    threads: tuple[int, ...]
+    warmup: int
+    runs: int
+    rounds: int
+
+
+SUITES = {
+    "ecbsr-m4c16-x4": Suite(
+        "ecbsr-m4c16-x4", "ECBSR-M4C16 x4, 360x640 LR: training graph vs deploy graph on every runtime",
+        (("ecbsr", "M4C16", 4),), ("torch-train", "torch", "onnxruntime", "tflite"), ("fp32", "fp16", "int8"),
+        ("360x640",), (1, 2), warmup=3, runs=20, rounds=4),
+    "ecbsr-presets": Suite(
+        "ecbsr-presets", "ECBSR presets, 360x640 LR, x2 and x4, deploy graph, 1 thread",
+        tuple(("ecbsr", v, s) for v in ("M4C8", "M4C16", "M8C16", "M10C32", "M16C64") for s in (2, 4)),
+        ("torch", "onnxruntime", "tflite"), ("fp32",), ("360x640",), (1,), warmup=1, runs=6, rounds=2),
+}
+
+
+def to_markdown(report: dict) -> str:
+    """The README table of a report."""
+    lines = ["| model | runtime | prec | threads | median ms | p90 ms | GFLOP/s | % of peak | peak MB |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for c in report["cases"]:
+        lines.append(f"| {c['model']}-{c['variant']} x{c['scale']} | {c['runtime']} | {c['precision']} | "
+                     f"{c['threads']} | {c['latency']['median_ms']:.1f} | {c['latency']['p90_ms']:.1f} | "
+                     f"{c['gflops']:.1f} | {100 * c['peak_fraction']:.1f} | {c['peak_rss_mb']:.0f} |")
+    device = report["device"]
+    lines.append("")
+    lines.append(f"Measured {report['created'][:10]} on {device['name']} ({device['cpu']['logical_cores']} cores, "
+                 f"{device['cpu']['simd']}); peak = {device['peak_assumption']}; "
+                 f"{report['settings']['runs']} timed runs per case over {report['settings']['rounds']} "
+                 "interleaved rounds, one process per case. Weights: " + report["settings"]["weights"] + ".")
+    return "\n".join(lines)
+
+
+def refresh_readme(name: str, table: str, readme: Path = ROOT / "README.md") -> bool:
+    """Replace the text between <!-- bench:NAME --> and <!-- /bench:NAME --> in README."""
+    text = readme.read_text()
+    pattern = re.compile(rf"(<!-- bench:{re.escape(name)} -->\n).*?(<!-- /bench:{re.escape(name)} -->)", re.S)
+    if not pattern.search(text):
+        return False
+    write_bytes_atomic(readme, pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text).encode(),
+                       force=True)
+    return True
+
+
+def run_suite(suite: Suite) -> dict:
+    def progress(message: str) -> None:
+        print(f"[{suite.name} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    weights = sorted({prepare(m, v, s).weights for m, v, s in suite.models})
+    report = reports.new_report(host_device(), {"warmup": suite.warmup, "runs": suite.runs,
+                                                "rounds": suite.rounds, "weights": ", ".join(weights)})
+    for model, variant, scale in suite.models:
+        prepared = prepare(model, variant, scale)
+        cases = plan_cases(prepared, list(suite.runtimes), list(suite.precisions), list(suite.inputs),
+                           list(suite.threads))
+        report["cases"] += run_bench(prepared, cases, suite.warmup, suite.runs, suite.rounds, progress)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("suites", nargs="*", default=list(SUITES), help=f"suites to run: {', '.join(SUITES)}")
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.suites if s not in SUITES]
+    if unknown:
+        parser.error(f"unknown suite {', '.join(unknown)}: choose from {', '.join(SUITES)}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in args.suites:
+        report = run_suite(SUITES[name])
+        print(f"## {SUITES[name].title}")
+        print(reports.format_table(report))
+        reports.write_outputs(report, RESULTS / f"{name}.json", RESULTS / f"{name}.csv", RESULTS / f"{name}.png",
+                              force=True)
+        table = to_markdown(report)
+        write_bytes_atomic(RESULTS / f"{name}.md", (f"## {SUITES[name].title}\n\n" + table + "\n").encode(),
+                           force=True)
+        where = "README.md and " if refresh_readme(name, table) else ""
+        print(f"wrote {where}benchmarks/results/{name}.{{json,csv,png,md}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

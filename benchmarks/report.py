@@ -1,0 +1,181 @@
+"""Benchmark reports: one JSON schema for host and device runs, rendered as table, CSV and PNG."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+from edgesr.atomic import atomic_output, write_bytes_atomic
+from edgesr.errors import UserError
+
+SCHEMA = "edgesr-bench/1"
+PACKAGES = ("edgesr", "torch", "onnxruntime", "ai-edge-litert", "tensorflow", "numpy")
+CASE_KEY = ("model", "variant", "scale", "runtime", "precision", "input", "threads", "device")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that shape the numbers."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def new_report(device: dict, settings: dict) -> dict:
+    """An empty report carrying machine, versions and settings so runs can be compared."""
+    return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device,
+            "host": {"os": platform.platform(), "python": platform.python_version()},
+            "versions": package_versions(), "settings": settings, "cases": []}
+
+
+def case_key(case: dict) -> tuple:
+    return tuple(json.dumps(case.get(k)) for k in CASE_KEY)
+
+
+def _shape(case: dict) -> str:
+    return "x".join(map(str, case["input"]))
+
+
+def format_table(report: dict) -> str:
+    """Terminal table: one row per case."""
+    header = (f"{'model':<14} {'runtime':<12} {'prec':<5} {'input':<13} {'thr':>3} {'median':>9} {'p90':>9} "
+              f"{'min':>9} {'std':>7} {'first':>9} {'init':>8} {'peak MB':>8} {'GFLOP/s':>8} {'%peak':>6}")
+    lines = [header, "-" * len(header)]
+    for c in report["cases"]:
+        lat = c["latency"]
+        peak = f"{100 * c['peak_fraction']:.1f}" if c.get("peak_fraction") is not None else "-"
+        gflops = f"{c['gflops']:.1f}" if c.get("gflops") is not None else "-"
+        memory = f"{c['peak_rss_mb']:.0f}" if c.get("peak_rss_mb") is not None else "-"
+        init = f"{c['init_ms']:.0f}" if c.get("init_ms") is not None else "-"
+        first = f"{c['first_ms']:.2f}" if c.get("first_ms") is not None else "-"
+        model = f"{c['model']}-{c['variant']}x{c['scale']}"
+        lines.append(f"{model:<14} {c['runtime']:<12} {c['precision']:<5} {_shape(c):<13} {c['threads']:>3} "
+                     f"{lat['median_ms']:>9.2f} {lat['p90_ms']:>9.2f} {lat['min_ms']:>9.2f} {lat['std_ms']:>7.2f} "
+                     f"{first:>9} {init:>8} {memory:>8} {gflops:>8} {peak:>6}")
+    lines.append("times in ms (median/p90/min/std over timed runs; first = first inference; init = model load, "
+                 "imports excluded); peak MB = process peak RSS; GFLOP/s = 2 x MACs / median")
+    return "\n".join(lines)
+
+
+CSV_FIELDS = ("model", "variant", "scale", "device", "runtime", "precision", "input", "threads", "runs",
+              "min_ms", "median_ms", "mean_ms", "p90_ms", "max_ms", "std_ms", "first_ms", "init_ms",
+              "peak_rss_mb", "params", "macs", "gflops", "peak_fraction")
+
+
+def to_csv(report: dict) -> str:
+    """One CSV row per case, latency statistics flattened."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for c in report["cases"]:
+        writer.writerow({**c, **c["latency"], "input": _shape(c)})
+    return out.getvalue()
+
+
+def write_outputs(report: dict, json_path: Path | None, csv_path: Path | None, plot_path: Path | None,
+                  force: bool) -> list[Path]:
+    """Write whichever report files were asked for, each atomically."""
+    written = []
+    if json_path:
+        write_bytes_atomic(json_path, json.dumps(report, indent=2).encode(), force)
+        written.append(json_path)
+    if csv_path:
+        write_bytes_atomic(csv_path, to_csv(report).encode(), force)
+        written.append(csv_path)
+    if plot_path:
+        plot_png(report, plot_path, force)
+        written.append(plot_path)
+    return written
+
+
+def plot_png(report: dict, path: Path, force: bool = False) -> None:
+    """Left: median latency vs input pixels per runtime/precision/threads. Right: one bar group
+    per model at its largest input."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = report["cases"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    series: dict[str, list[tuple[int, float]]] = {}
+    for c in cases:
+        n, _, h, w = c["input"]
+        label = f"{c['model']}-{c['variant']}x{c['scale']} {c['runtime']} {c['precision']} t{c['threads']}"
+        series.setdefault(label, []).append((n * h * w, c["latency"]["median_ms"]))
+    for label, points in sorted(series.items()):
+        points.sort()
+        left.plot([p[0] / 1e3 for p in points], [p[1] for p in points], marker="o", label=label)
+    left.set_xlabel("input pixels (thousands, LR)")
+    left.set_ylabel("median latency (ms)")
+    left.set_title("Latency vs input size")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+
+    models = sorted({f"{c['model']}-{c['variant']}x{c['scale']}" for c in cases})
+    largest = {}
+    for c in cases:
+        model = f"{c['model']}-{c['variant']}x{c['scale']}"
+        pixels = c["input"][0] * c["input"][2] * c["input"][3]
+        key = (model, f"{c['runtime']} {c['precision']} t{c['threads']}")
+        if key not in largest or pixels > largest[key][0]:
+            largest[key] = (pixels, c["latency"]["median_ms"], _shape(c))
+    configs = sorted({k[1] for k in largest})
+    width = 0.8 / max(len(configs), 1)
+    for i, config in enumerate(configs):
+        xs = [m + (i - (len(configs) - 1) / 2) * width for m in range(len(models))]
+        ys = [largest.get((model, config), (0, 0.0))[1] for model in models]
+        right.bar(xs, ys, width=width, label=config)
+    right.set_xticks(range(len(models)))
+    right.set_xticklabels(models, rotation=15, fontsize=8)
+    right.set_ylabel("median latency (ms) at the largest input")
+    right.set_title("Per model")
+    right.grid(axis="y", alpha=0.3)
+    right.legend(fontsize=7)
+    device = report["device"]
+    fig.suptitle(f"edgesr bench on {device.get('name', device.get('kind'))}", fontsize=10)
+    fig.tight_layout()
+    with atomic_output(Path(path), force) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def load_report(path: Path) -> dict:
+    """Read a report written by `edgesr bench --json`."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read benchmark report {path}: {exc}") from None
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+        raise UserError(f"{path} is not an edgesr benchmark report (schema {SCHEMA})")
+    return report
+
+
+def compare(a: dict, b: dict) -> str:
+    """Median latency of every case present in both reports, and the ratio B/A."""
+    index = {case_key(c): c for c in a["cases"]}
+    header = f"{'case':<60} {'A median':>10} {'B median':>10} {'B/A':>7}"
+    lines = [header, "-" * len(header)]
+    matched = 0
+    for cb in b["cases"]:
+        ca = index.get(case_key(cb))
+        if ca is None:
+            continue
+        matched += 1
+        label = (f"{cb['model']}-{cb['variant']}x{cb['scale']} {cb['runtime']} {cb['precision']} "
+                 f"{_shape(cb)} t{cb['threads']}")
+        ma, mb = ca["latency"]["median_ms"], cb["latency"]["median_ms"]
+        lines.append(f"{label:<60} {ma:>10.2f} {mb:>10.2f} {mb / ma:>7.3f}")
+    if not matched:
+        raise UserError("the two reports have no case in common (same model, runtime, precision, input, threads)")
+    if a["device"] != b["device"]:
+        lines.append("note: the reports come from different devices; ratios compare machines, not runtimes")
+    return "\n".join(lines)
