@@ -50,11 +50,19 @@ SUITES = {
 
 def to_markdown(report: dict) -> str:
     """The README table of a report."""
-    lines = ["| model | runtime | prec | threads | median ms | p90 ms | GFLOP/s | % of peak | peak MB |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    train = {(c["model"], c["variant"], c["scale"], tuple(c["input"]), c["threads"]): c["latency"]["median_ms"]
+             for c in report["cases"] if c["runtime"] == "torch-train"}
+    speedup_header = " vs training graph |" if train else ""
+    lines = [f"| model | runtime | prec | threads | median ms | p90 ms |{speedup_header} GFLOP/s | % of peak | peak MB |",
+             "|---|---|---|---:|---:|---:|" + ("---:|" if train else "") + "---:|---:|---:|"]
     for c in report["cases"]:
+        speedup = ""
+        if train:
+            base = train.get((c["model"], c["variant"], c["scale"], tuple(c["input"]), c["threads"]))
+            speedup = (f" {base / c['latency']['median_ms']:.1f}x faster |" if base and c["runtime"] != "torch-train"
+                       else " - |")
         lines.append(f"| {c['model']}-{c['variant']} x{c['scale']} | {c['runtime']} | {c['precision']} | "
-                     f"{c['threads']} | {c['latency']['median_ms']:.1f} | {c['latency']['p90_ms']:.1f} | "
+                     f"{c['threads']} | {c['latency']['median_ms']:.1f} | {c['latency']['p90_ms']:.1f} |{speedup} "
                      f"{c['gflops']:.1f} | {100 * c['peak_fraction']:.1f} | {c['peak_rss_mb']:.0f} |")
     device = report["device"]
     lines.append("")
@@ -94,17 +102,22 @@ def run_suite(suite: Suite) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("suites", nargs="*", default=list(SUITES), help=f"suites to run: {', '.join(SUITES)}")
+    parser.add_argument("--render-only", action="store_true",
+                        help="re-render README/markdown tables from the saved results JSON without measuring")
     args = parser.parse_args(argv)
     unknown = [s for s in args.suites if s not in SUITES]
     if unknown:
         parser.error(f"unknown suite {', '.join(unknown)}: choose from {', '.join(SUITES)}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in args.suites:
-        report = run_suite(SUITES[name])
+        if args.render_only:
+            report = reports.load_report(RESULTS / f"{name}.json")
+        else:
+            report = run_suite(SUITES[name])
+            reports.write_outputs(report, RESULTS / f"{name}.json", RESULTS / f"{name}.csv",
+                                  RESULTS / f"{name}.png", force=True)
         print(f"## {SUITES[name].title}")
         print(reports.format_table(report))
-        reports.write_outputs(report, RESULTS / f"{name}.json", RESULTS / f"{name}.csv", RESULTS / f"{name}.png",
-                              force=True)
         table = to_markdown(report)
         write_bytes_atomic(RESULTS / f"{name}.md", (f"## {SUITES[name].title}\n\n" + table + "\n").encode(),
                            force=True)

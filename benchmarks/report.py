@@ -15,7 +15,7 @@ from edgesr.errors import UserError
 
 SCHEMA = "edgesr-bench/1"
 PACKAGES = ("edgesr", "torch", "onnxruntime", "ai-edge-litert", "tensorflow", "numpy")
-CASE_KEY = ("model", "variant", "scale", "runtime", "precision", "input", "threads", "device")
+CASE_KEY = ("model", "variant", "scale", "runtime", "delegate", "precision", "input", "threads", "device")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -40,32 +40,47 @@ def case_key(case: dict) -> tuple:
     return tuple(json.dumps(case.get(k)) for k in CASE_KEY)
 
 
+def headline_ms(case: dict) -> float:
+    """The latency a case is compared by: the median, or the mean where only that is known
+    (benchmark_model on a phone reports mean/min/max/std)."""
+    latency = case["latency"]
+    return latency["median_ms"] if latency.get("median_ms") is not None else latency["mean_ms"]
+
+
+def model_label(case: dict) -> str:
+    """'ecbsr-M4C16x4', or the file name for a case benchmarked from a given .tflite file."""
+    return f"{case['model']}-{case['variant']}x{case['scale']}" if case.get("variant") else case["model"]
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def _shape(case: dict) -> str:
     return "x".join(map(str, case["input"]))
 
 
 def format_table(report: dict) -> str:
-    """Terminal table: one row per case."""
-    header = (f"{'model':<14} {'runtime':<12} {'prec':<5} {'input':<13} {'thr':>3} {'median':>9} {'p90':>9} "
-              f"{'min':>9} {'std':>7} {'first':>9} {'init':>8} {'peak MB':>8} {'GFLOP/s':>8} {'%peak':>6}")
+    """Terminal table: one row per case ('-' where a runtime does not report a number)."""
+    header = (f"{'model':<14} {'runtime':<12} {'prec':<5} {'input':<13} {'thr':>3} {'median':>9} {'mean':>9} "
+              f"{'p90':>9} {'min':>9} {'std':>7} {'first':>9} {'init':>8} {'peak MB':>8} {'GFLOP/s':>8} {'%peak':>6}")
     lines = [header, "-" * len(header)]
     for c in report["cases"]:
         lat = c["latency"]
-        peak = f"{100 * c['peak_fraction']:.1f}" if c.get("peak_fraction") is not None else "-"
-        gflops = f"{c['gflops']:.1f}" if c.get("gflops") is not None else "-"
-        memory = f"{c['peak_rss_mb']:.0f}" if c.get("peak_rss_mb") is not None else "-"
-        init = f"{c['init_ms']:.0f}" if c.get("init_ms") is not None else "-"
-        first = f"{c['first_ms']:.2f}" if c.get("first_ms") is not None else "-"
-        model = f"{c['model']}-{c['variant']}x{c['scale']}"
-        lines.append(f"{model:<14} {c['runtime']:<12} {c['precision']:<5} {_shape(c):<13} {c['threads']:>3} "
-                     f"{lat['median_ms']:>9.2f} {lat['p90_ms']:>9.2f} {lat['min_ms']:>9.2f} {lat['std_ms']:>7.2f} "
-                     f"{first:>9} {init:>8} {memory:>8} {gflops:>8} {peak:>6}")
-    lines.append("times in ms (median/p90/min/std over timed runs; first = first inference; init = model load, "
-                 "imports excluded); peak MB = process peak RSS; GFLOP/s = 2 x MACs / median")
+        runtime = c["runtime"] + (f"/{c['delegate']}" if c.get("delegate") else "")
+        peak = None if c.get("peak_fraction") is None else 100 * c["peak_fraction"]
+        lines.append(f"{model_label(c):<14} {runtime:<12} {c['precision']:<5} {_shape(c):<13} {c['threads']:>3} "
+                     f"{_num(lat['median_ms'], '9.2f'):>9} {_num(lat['mean_ms'], '9.2f'):>9} "
+                     f"{_num(lat['p90_ms'], '9.2f'):>9} {_num(lat['min_ms'], '9.2f'):>9} "
+                     f"{_num(lat['std_ms'], '7.2f'):>7} {_num(c.get('first_ms'), '9.2f'):>9} "
+                     f"{_num(c.get('init_ms'), '8.0f'):>8} {_num(c.get('peak_rss_mb'), '8.0f'):>8} "
+                     f"{_num(c.get('gflops'), '8.1f'):>8} {_num(peak, '6.1f'):>6}")
+    lines.append("times in ms (timed runs; first = first inference; init = model load, imports excluded); "
+                 "peak MB = peak resident memory; GFLOP/s = 2 x MACs / median (mean where no median)")
     return "\n".join(lines)
 
 
-CSV_FIELDS = ("model", "variant", "scale", "device", "runtime", "precision", "input", "threads", "runs",
+CSV_FIELDS = ("model", "variant", "scale", "device", "runtime", "delegate", "precision", "input", "threads", "runs",
               "min_ms", "median_ms", "mean_ms", "p90_ms", "max_ms", "std_ms", "first_ms", "init_ms",
               "peak_rss_mb", "params", "macs", "gflops", "peak_fraction")
 
@@ -109,25 +124,26 @@ def plot_png(report: dict, path: Path, force: bool = False) -> None:
     series: dict[str, list[tuple[int, float]]] = {}
     for c in cases:
         n, _, h, w = c["input"]
-        label = f"{c['model']}-{c['variant']}x{c['scale']} {c['runtime']} {c['precision']} t{c['threads']}"
-        series.setdefault(label, []).append((n * h * w, c["latency"]["median_ms"]))
+        label = (f"{model_label(c)} {c['runtime']}{'/' + c['delegate'] if c.get('delegate') else ''}"
+                 f" {c['precision']} t{c['threads']} @ {c['device']}")
+        series.setdefault(label, []).append((n * h * w, headline_ms(c)))
     for label, points in sorted(series.items()):
         points.sort()
         left.plot([p[0] / 1e3 for p in points], [p[1] for p in points], marker="o", label=label)
     left.set_xlabel("input pixels (thousands, LR)")
-    left.set_ylabel("median latency (ms)")
+    left.set_ylabel("median (device: mean) latency (ms)")
     left.set_title("Latency vs input size")
     left.grid(alpha=0.3)
     left.legend(fontsize=7)
 
-    models = sorted({f"{c['model']}-{c['variant']}x{c['scale']}" for c in cases})
+    models = sorted({model_label(c) for c in cases})
     largest = {}
     for c in cases:
-        model = f"{c['model']}-{c['variant']}x{c['scale']}"
+        model = model_label(c)
         pixels = c["input"][0] * c["input"][2] * c["input"][3]
         key = (model, f"{c['runtime']} {c['precision']} t{c['threads']}")
         if key not in largest or pixels > largest[key][0]:
-            largest[key] = (pixels, c["latency"]["median_ms"], _shape(c))
+            largest[key] = (pixels, headline_ms(c), _shape(c))
     configs = sorted({k[1] for k in largest})
     width = 0.8 / max(len(configs), 1)
     for i, config in enumerate(configs):
@@ -136,7 +152,7 @@ def plot_png(report: dict, path: Path, force: bool = False) -> None:
         right.bar(xs, ys, width=width, label=config)
     right.set_xticks(range(len(models)))
     right.set_xticklabels(models, rotation=15, fontsize=8)
-    right.set_ylabel("median latency (ms) at the largest input")
+    right.set_ylabel("median (device: mean) latency (ms) at the largest input")
     right.set_title("Per model")
     right.grid(axis="y", alpha=0.3)
     right.legend(fontsize=7)
@@ -170,9 +186,8 @@ def compare(a: dict, b: dict) -> str:
         if ca is None:
             continue
         matched += 1
-        label = (f"{cb['model']}-{cb['variant']}x{cb['scale']} {cb['runtime']} {cb['precision']} "
-                 f"{_shape(cb)} t{cb['threads']}")
-        ma, mb = ca["latency"]["median_ms"], cb["latency"]["median_ms"]
+        label = f"{model_label(cb)} {cb['runtime']} {cb['precision']} {_shape(cb)} t{cb['threads']}"
+        ma, mb = headline_ms(ca), headline_ms(cb)
         lines.append(f"{label:<60} {ma:>10.2f} {mb:>10.2f} {mb / ma:>7.3f}")
     if not matched:
         raise UserError("the two reports have no case in common (same model, runtime, precision, input, threads)")

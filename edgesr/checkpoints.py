@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +34,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, io.UnsupportedOperation) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read checkpoint {path}: {reason[:200]} "
-                        "(edgesr loads weights-only PyTorch checkpoints: .pt/.pth state_dicts)") from None
+        raise UserError(f"cannot read checkpoint {path}: {_load_failure_reason(exc)}; edgesr loads only "
+                        "weights-only PyTorch checkpoints (.pt/.pth state_dicts) and never runs pickled code") from None
     if not isinstance(obj, dict):
         raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, not a state_dict")
     source, metadata = "plain", {}
@@ -49,6 +49,23 @@ def read_checkpoint(path: Path) -> Checkpoint:
     if not state_dict or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise UserError(f"checkpoint {path} is not a state_dict of tensors")
     return Checkpoint(state_dict, source, metadata)
+
+
+def _load_failure_reason(exc: Exception) -> str:
+    """The actual reason inside torch.load's long weights-only message, without ANSI codes,
+    boilerplate, or its advice to load unsafely."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).replace("WeightsUnpickler error:", "\n\n")
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
+    reasons = [p for p in paragraphs if p and not p.startswith(boilerplate)]
+    if not reasons:
+        return type(exc).__name__
+    reason = reasons[0][:140]
+    if "GLOBAL" in reason:
+        return f"refused, it references code or non-tensor objects ({reason})"
+    if "weights_only" in text or "Unsupported operand" in reason:
+        return f"not a PyTorch checkpoint ({reason})"
+    return reason
 
 
 def _preview(keys: list[str], limit: int = 4) -> str:

@@ -13,6 +13,7 @@ from edgesr.errors import ToolError, UserError
 from edgesr.verify import DEFAULT_SIZES
 
 PRECISIONS = ("fp32", "fp16", "int8")
+HOST_RUNTIMES = ["torch-train", "torch", "onnxruntime", "tflite"]
 MAX_VERIFY_SIDE = 2048
 
 
@@ -101,12 +102,13 @@ def _ops_line(ops) -> str:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export one model file and print what was written and how it was verified."""
-    from export.pipeline import check_format, export_verified
+    from export.pipeline import check_format, export_verified, resolve_output
 
     check_format(args.format, args.precision)
     prepared = _prepare(args)
+    output = resolve_output(prepared, args.format, args.precision, args.output, args.force)
     _announce(prepared)
-    report = export_verified(prepared, args.format, args.precision, args.output, args.force, _progress)
+    report = export_verified(prepared, args.format, args.precision, output, args.force, _progress)
     cfg = prepared.config
     check = report.parity
     transpose = "TRANSPOSE present!" if "TRANSPOSE" in report.ops or "Transpose" in report.ops else "no TRANSPOSE"
@@ -167,9 +169,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.action is not None or args.files:
         raise UserError(f"unknown bench action '{args.action or args.files[0]}': use 'edgesr bench compare A B' "
                         "or options only")
-    from benchmarks.host import check_options, host_device, plan_cases, run_bench
     from edgesr.atomic import check_output_path
 
+    if args.device == "adb":
+        return _bench_adb(args)
+    from benchmarks.host import check_options, host_device, plan_cases, run_bench
+
+    args.runtime = args.runtime or HOST_RUNTIMES
     check_options(args.runtime, args.precision, args.threads, args.warmup, args.runs, args.rounds)
     for path in (args.json, args.csv, args.plot):
         if path:
@@ -183,6 +189,45 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"bench {prepared.label} on {report['device']['name']} ({report['device']['cpu']['simd']})")
     print(reports.format_table(report))
     print(f"peak = {report['device']['peak_assumption']}")
+    for path in reports.write_outputs(report, args.json, args.csv, args.plot, args.force):
+        print(f"wrote {path}")
+    return 0
+
+
+def _bench_adb(args: argparse.Namespace) -> int:
+    """edgesr bench --device adb: benchmark_model on a phone through a real adb server."""
+    from android_bench.adb import Adb
+    from android_bench.command import bench_on_device, check_device_options
+    from android_bench.device_bench import DeviceSettings, check_binary
+    from benchmarks import report as reports
+    from edgesr.atomic import check_output_path
+
+    if args.runtime and args.runtime != ["tflite"]:
+        raise UserError("--device adb benchmarks .tflite files with benchmark_model: drop --runtime "
+                        "(or use --runtime tflite)")
+    check_device_options(args.delegate, args.precision, args.threads, args.warmup, args.runs, args.cooldown)
+    binary = check_binary(args.benchmark_binary)
+    for path in (args.json, args.csv, args.plot):
+        if path:
+            check_output_path(path, args.force)
+    adb = Adb(args.adb)
+    device = adb.select(args.serial)
+    settings = DeviceSettings(binary, args.cores, args.cooldown, args.max_temp, args.warmup, args.runs, args.keep,
+                              tuple(args.benchmark_arg))
+
+    def prepare_model():
+        prepared = _prepare(args)
+        _announce(prepared)
+        return prepared
+
+    report = bench_on_device(adb, device.serial, None if args.tflite else prepare_model, args.tflite,
+                             args.precision, args.delegate, args.threads, args.input, settings, _progress)
+    facts = report["device"]
+    print(f"bench on {facts['name']} ({device.serial}, Android {facts['android']}, {facts['abi']}, "
+          f"SoC {facts['soc']}); cores {args.cores}; thermal before {facts['thermal_c']}, "
+          f"after {facts['thermal_after_c']}")
+    print(reports.format_table(report))
+    print("device numbers come from benchmark_model (mean/min/max/std per run set; no median)")
     for path in reports.write_outputs(report, args.json, args.csv, args.plot, args.force):
         print(f"wrote {path}")
     return 0
@@ -232,10 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("action", nargs="?", help="'compare' to compare two reports")
     bench.add_argument("files", nargs="*", type=Path, help="the two reports for 'compare'")
     _add_model_args(bench)
-    bench.add_argument("--device", default="host", choices=["host"], help="where to run (default: host)")
-    bench.add_argument("--runtime", nargs="+", default=["torch-train", "torch", "onnxruntime", "tflite"],
-                       help="torch-train (training graph), torch (deploy graph), onnxruntime, tflite "
-                       "(default: all four)")
+    bench.add_argument("--device", default="host", choices=["host", "adb"],
+                       help="host CPU (default) or an Android phone through adb")
+    bench.add_argument("--runtime", nargs="+", help="host: torch-train (training graph), torch (deploy graph), "
+                       "onnxruntime, tflite (default: all four); adb: tflite")
     bench.add_argument("--precision", nargs="+", default=["fp32"],
                        help="fp32, fp16, int8 (fp16/int8: tflite only; default: fp32)")
     bench.add_argument("--input", nargs="+", default=["360x640"], metavar="SIZE",
@@ -249,6 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--csv", type=Path, help="write the report as CSV")
     bench.add_argument("--plot", type=Path, help="write a PNG plot (latency vs size; per model)")
     bench.add_argument("--force", action="store_true", help="overwrite existing report files")
+    device = bench.add_argument_group("--device adb")
+    device.add_argument("--serial", help="adb serial of the phone (needed when several are connected)")
+    device.add_argument("--adb", help="adb client binary (default: adb on PATH; honours ANDROID_ADB_SERVER_PORT)")
+    device.add_argument("--benchmark-binary", type=Path, metavar="PATH",
+                        help="TFLite benchmark_model for the phone's ABI (see android_bench/README.md)")
+    device.add_argument("--delegate", nargs="+", default=["xnnpack"],
+                        help="cpu, xnnpack, gpu, nnapi (default: xnnpack)")
+    device.add_argument("--cores", default="big", help="big, little, all or a hex CPU mask (default: big)")
+    device.add_argument("--cooldown", type=int, default=5, help="seconds to idle before each run (default: 5)")
+    device.add_argument("--max-temp", type=float, metavar="C",
+                        help="wait (up to 300 s) until every thermal zone is at or below C before each run")
+    device.add_argument("--tflite", type=Path, help="benchmark this .tflite file instead of exporting")
+    device.add_argument("--benchmark-arg", action="append", default=[], metavar="FLAG",
+                        help="extra benchmark_model flag, e.g. --benchmark-arg=--max_secs=60 (repeatable)")
+    device.add_argument("--keep", action="store_true", help="leave the pushed models on the device")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -51,9 +51,10 @@ class ModelSpec:
 
     def config(self, variant: str | None, scale: int | None, pixel_range: float | None = None) -> SRConfig:
         """Config for a variant name and scale, defaults filled in."""
-        self.check_scale(scale or self.default_scale)
-        return self.parse_variant(variant or self.default_variant, scale or self.default_scale,
-                                  pixel_range or self.default_pixel_range)
+        scale = self.default_scale if scale is None else scale
+        self.check_scale(scale)
+        return self.parse_variant(self.default_variant if variant is None else variant, scale,
+                                  self.default_pixel_range if pixel_range is None else pixel_range)
 
 
 def _ecbsr_keras(deploy: nn.Module) -> Any:

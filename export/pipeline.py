@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgesr.atomic import atomic_output
+from edgesr.atomic import atomic_output, check_output_path
 from edgesr.errors import ParityError, UserError
 from edgesr.images import calibration_crops, verification_inputs
 from edgesr.pipeline import PreparedModel
@@ -53,6 +53,16 @@ def default_output(prepared: PreparedModel, fmt: str, precision: str) -> Path:
     return Path("exports") / f"{prepared.spec.name}_{cfg.variant.lower()}_x{cfg.scale}_{precision}{FORMATS[fmt][0]}"
 
 
+def resolve_output(prepared: PreparedModel, fmt: str, precision: str, out: Path | None, force: bool) -> Path:
+    """The output path (default or given), checked for suffix, existence and writability."""
+    suffix = check_format(fmt, precision)
+    out = Path(out) if out is not None else default_output(prepared, fmt, precision)
+    if out.suffix != suffix:
+        raise UserError(f"output {out} should end in {suffix} for --format {fmt}")
+    check_output_path(out, force)
+    return out
+
+
 def write_model_file(prepared: PreparedModel, fmt: str, precision: str, path: Path) -> None:
     """Convert the deploy graph to `path` (no checks beyond the converters' own)."""
     cfg = prepared.config
@@ -95,10 +105,7 @@ def parity_check(prepared: PreparedModel, path: Path, precision: str, name: str)
 def export_verified(prepared: PreparedModel, fmt: str, precision: str, out: Path | None = None,
                     force: bool = False, progress: Callable[[str], None] = lambda _: None) -> ExportReport:
     """Export, check parity on the temporary file, and only then rename it into place."""
-    suffix = check_format(fmt, precision)
-    out = Path(out) if out is not None else default_output(prepared, fmt, precision)
-    if out.suffix != suffix:
-        raise UserError(f"output {out} should end in {suffix} for --format {fmt}")
+    out = resolve_output(prepared, fmt, precision, out, force)
     with atomic_output(out, force) as tmp:
         progress(f"converting {prepared.label} to {fmt} {precision}")
         write_model_file(prepared, fmt, precision, tmp)

@@ -6,6 +6,18 @@ cd "$(dirname "$0")/.."
 venv="${1:-.venv}"
 python="${PYTHON:-python3.11}"
 
+# Debian packages: adb (client + server) for the device benchmark and its loopback tests.
+if ! command -v adb >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo"
+  if [ "$(id -u)" -eq 0 ] || [ -n "$sudo" ]; then
+    echo "setup: installing Debian package adb"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq adb >/dev/null
+  else
+    echo "setup: adb is missing and apt is not usable here: install it (apt install adb) for the adb tests" >&2
+  fi
+fi
+
 if ! command -v "$python" >/dev/null 2>&1; then
   echo "setup: $python not found: edgesr needs CPython 3.11 (the CPU torch 2.13.0 wheel is cp311); set PYTHON=..." >&2
   exit 2

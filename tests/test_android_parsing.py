@@ -1,0 +1,99 @@
+"""benchmark_model output formats, adb device lists, device facts and core masks (pure parsing)."""
+
+import pytest
+
+from android_bench.adb import parse_devices
+from android_bench.device_facts import core_mask, parse_cores, parse_getprop, parse_thermal
+from android_bench.output_parser import parse_benchmark_output
+from edgesr.errors import ToolError, UserError
+
+CURRENT = """INFO: STARTING!
+INFO: Log parameter values verbosely: [0]
+INFO: Num threads: [4]
+INFO: Graph: [/data/local/tmp/m.tflite]
+INFO: Loaded model /data/local/tmp/m.tflite
+INFO: Initialized session in 3.21ms.
+INFO: count=12 first=50123 curr=40123 min=39000 max=50123 avg=41000.5 std=2000
+INFO: count=50 first=40000 curr=40100 min=39500 max=42000 avg=40500.2 std=500
+INFO: Inference timings in us: Init: 3210, First inference: 50123, Warmup (avg): 41000.5, Inference (avg): 40500.2
+INFO: Memory footprint delta from the start of the tool (MB): init=4.5 overall=10.25
+INFO: Overall peak memory footprint (MB) via periodic monitoring: 12.3
+"""
+
+
+def test_current_format():
+    out = parse_benchmark_output(CURRENT)
+    assert (out.init_us, out.first_us, out.warmup_avg_us, out.inference_avg_us) == (3210, 50123, 41000.5, 40500.2)
+    assert out.steady.count == 50 and out.steady.min_us == 39500 and out.steady.std_us == 500
+    assert out.warmup.count == 12 and out.warmup.first_us == 50123
+    assert (out.memory_init_mb, out.memory_overall_mb, out.peak_memory_mb) == (4.5, 10.25, 12.3)
+
+
+def test_all_same_and_scientific_notation():
+    text = ("INFO: count=1 curr=1234567\n"
+            "INFO: count=5 curr=1500000(all same)\n"
+            "INFO: Inference timings in us: Init: 2.5e+05, First inference: 1.23457e+06, "
+            "Warmup (avg): 1.23457e+06, Inference (avg): 1.5e+06\n")
+    out = parse_benchmark_output(text)
+    assert out.inference_avg_us == 1.5e6 and out.init_us == 2.5e5
+    assert out.steady.count == 5 and out.steady.min_us == out.steady.max_us == 1.5e6 and out.steady.std_us == 0
+    assert out.warmup.count == 1 and out.warmup.avg_us == 1234567
+    assert out.peak_memory_mb is None
+
+
+def test_millisecond_variant_is_converted_to_microseconds():
+    text = "Inference timings in ms: Init: 3.5, First inference: 50.1, Warmup (avg): 41, Inference (avg): 40.5\n"
+    out = parse_benchmark_output(text)
+    assert out.init_us == 3500 and out.inference_avg_us == 40500
+
+
+def test_older_binary_format():
+    text = ("count=20 first=100 curr=90 min=80 max=100 avg=91 std=5\n"
+            "Average inference timings in us: Warmup: 120.5, Init: 2000, Inference: 91\n")
+    out = parse_benchmark_output(text)
+    assert (out.warmup_avg_us, out.init_us, out.inference_avg_us, out.first_us) == (120.5, 2000, 91, None)
+    assert out.steady.count == 20
+
+
+def test_unconsumed_flags_and_missing_timings_are_errors():
+    with pytest.raises(ToolError, match="did not accept the flags --use_fast=1"):
+        parse_benchmark_output("INFO: STARTING!\nUnconsumed cmdline flags: --use_fast=1\n" + CURRENT)
+    with pytest.raises(ToolError, match="no inference timings"):
+        parse_benchmark_output("INFO: STARTING!\nERROR: Could not open model\n")
+
+
+def test_parse_devices_states():
+    text = """List of devices attached
+* daemon started successfully
+R58M123ABC             device usb:1-1 product:a52q model:SM_A525F device:a52q transport_id:3
+127.0.0.1:6020         offline transport_id:4
+emulator-5554          unauthorized transport_id:5
+
+"""
+    devices = parse_devices(text)
+    assert [(d.serial, d.state) for d in devices] == [
+        ("R58M123ABC", "device"), ("127.0.0.1:6020", "offline"), ("emulator-5554", "unauthorized")]
+    assert devices[0].details["model"] == "SM_A525F"
+
+
+def test_device_facts_parsing():
+    props = parse_getprop("[ro.product.model]: [Pixel 8]\n[ro.build.version.release]: [14]\n[bad line]\n")
+    assert props == {"ro.product.model": "Pixel 8", "ro.build.version.release": "14"}
+    cores = parse_cores("cpu0 1800000\ncpu1 1800000\ncpu4 2400000\ncpu7 3000000\ncpu8 \n")
+    assert cores == {0: 1800000, 1: 1800000, 4: 2400000, 7: 3000000, 8: None}
+    assert parse_thermal("cpu-0 41000\nbattery 30\nbroken x\n") == {"cpu-0": 41.0, "battery": 30.0}
+
+
+@pytest.mark.parametrize("choice,mask", [("all", "ff"), ("big", "f0"), ("little", "f"), ("0x80", "80"), ("c0", "c0")])
+def test_core_masks(choice, mask):
+    cores = {c: 1800000 for c in range(4)} | {4: 2400000, 5: 2400000, 6: 2400000, 7: 3000000}
+    assert core_mask(cores, choice) == mask
+
+
+def test_core_mask_errors():
+    cores = {0: 1800000, 1: 1800000}
+    with pytest.raises(UserError, match="not all, big, little"):
+        core_mask(cores, "middle")
+    with pytest.raises(UserError, match="does not have"):
+        core_mask(cores, "f0")
+    assert core_mask(cores, "big") == "3"  # one cluster: big means every core
