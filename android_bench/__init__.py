@@ -1,0 +1,1 @@
+"""Android benchmarking through adb: device harness, benchmark_model output parsing, loopback test device."""

@@ -1,0 +1,166 @@
+"""`edgesr bench --device adb`: push .tflite files and benchmark_model, run pinned, parse, report."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from android_bench.adb import Adb
+from android_bench.device_facts import core_mask, device_facts, read_thermal
+from android_bench.output_parser import BenchmarkOutput, parse_benchmark_output
+from edgesr.errors import ToolError, UserError
+
+DELEGATES = {"cpu": ("--use_xnnpack=false",), "xnnpack": ("--use_xnnpack=true",),
+             "gpu": ("--use_gpu=true",), "nnapi": ("--use_nnapi=true",)}
+DEVICE_DIR = "/data/local/tmp/edgesr"
+RUNNER = Path(__file__).with_name("run_benchmark.sh")
+
+
+@dataclass(frozen=True)
+class DeviceCase:
+    """One on-device run of benchmark_model."""
+
+    precision: str
+    delegate: str
+    threads: int
+    shape: tuple[int, int, int, int]  # N, C, H, W
+
+    @property
+    def label(self) -> str:
+        return f"tflite {self.precision} {self.delegate} {'x'.join(map(str, self.shape))} t{self.threads}"
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """How to run on the device."""
+
+    binary: Path
+    cores: str = "big"
+    cooldown_s: int = 5
+    max_temp_c: float | None = None
+    warmup: int = 5
+    runs: int = 30
+    keep: bool = False
+    extra_args: tuple[str, ...] = ()
+    device_dir: str = DEVICE_DIR
+    timeout_s: float = 900
+
+
+@dataclass(frozen=True)
+class DeviceResult:
+    """A case and what benchmark_model reported for it."""
+
+    case: DeviceCase
+    output: BenchmarkOutput
+    cores_mask: str
+
+
+def check_binary(path: Path | None) -> Path:
+    """The benchmark_model binary the user supplies (it cannot be downloaded here)."""
+    if path is None:
+        raise UserError("missing benchmark binary: pass --benchmark-binary PATH to TFLite's benchmark_model "
+                        "for the phone's ABI (see android_bench/README.md)")
+    if not Path(path).is_file():
+        raise UserError(f"benchmark binary {path} not found: pass --benchmark-binary PATH "
+                        "(see android_bench/README.md)")
+    return Path(path)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def input_tensor_name(path: Path) -> str:
+    """Name of the model's input tensor, for --input_layer."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_path=str(path)).get_input_details()[0]["name"]
+
+
+def benchmark_command(settings: DeviceSettings, binary_remote: str, model_remote: str, input_name: str,
+                      case: DeviceCase, mask: str) -> str:
+    """The device shell command line for one case."""
+    n, c, h, w = case.shape
+    max_temp_mc = int(settings.max_temp_c * 1000) if settings.max_temp_c else 0
+    flags = [f"--graph={model_remote}", f"--num_threads={case.threads}", f"--warmup_runs={settings.warmup}",
+             f"--num_runs={settings.runs}", *DELEGATES[case.delegate], f"--input_layer={input_name}",
+             f"--input_layer_shape={n},{h},{w},{c}", "--report_peak_memory_footprint=true",
+             *settings.extra_args]
+    words = ["sh", f"{settings.device_dir}/run_benchmark.sh", str(settings.cooldown_s), str(max_temp_mc), mask,
+             binary_remote, *flags]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def _push_binary(adb: Adb, serial: str, settings: DeviceSettings) -> str:
+    """Push benchmark_model unless the same bytes are already cached on the device."""
+    digest = _sha256(settings.binary)
+    remote = f"{settings.device_dir}/benchmark_model-{digest[:16]}"
+    cached = adb.shell(serial, f"sha256sum {shlex.quote(remote)} 2>/dev/null").stdout.split()
+    if not cached or cached[0] != digest:
+        adb.push(serial, settings.binary, remote)
+    adb.check_shell(serial, f"chmod 755 {shlex.quote(remote)}", "making benchmark_model executable")
+    return remote
+
+
+def run_device_bench(adb: Adb, serial: str, files: dict[str, Path], cases: list[DeviceCase],
+                     settings: DeviceSettings,
+                     progress: Callable[[str], None] = lambda _: None) -> tuple[dict, list[DeviceResult]]:
+    """Run every case on the device; returns (device facts, results). Any failure raises before
+    a result is returned, so no partial report can be written."""
+    facts = device_facts(adb, serial)
+    mask = core_mask({int(c): f for c, f in facts["cores"].items()}, settings.cores)
+    adb.check_shell(serial, f"mkdir -p {shlex.quote(settings.device_dir)}", "creating the work folder")
+    pushed: list[str] = [f"{settings.device_dir}/run_benchmark.sh"]
+    try:
+        progress(f"pushing benchmark_model ({settings.binary.stat().st_size / 1e6:.1f} MB, cached by checksum)")
+        binary_remote = _push_binary(adb, serial, settings)
+        adb.push(serial, RUNNER, pushed[0])
+        remotes = {}
+        for precision, path in files.items():
+            remotes[precision] = f"{settings.device_dir}/{path.name}"
+            pushed.append(remotes[precision])
+            progress(f"pushing {path.name}")
+            adb.push(serial, path, remotes[precision])
+        names = {precision: input_tensor_name(path) for precision, path in files.items()}
+        results = []
+        for i, case in enumerate(cases):
+            progress(f"[{i + 1}/{len(cases)}] {case.label} on {serial} (cores {settings.cores}={mask}, "
+                     f"cool-down {settings.cooldown_s} s)")
+            command = benchmark_command(settings, binary_remote, remotes[case.precision], names[case.precision],
+                                        case, mask)
+            result = adb.shell(serial, command, timeout=settings.timeout_s)
+            text = result.stdout + "\n" + result.stderr
+            if result.exit_code != 0:
+                detail = [line for line in text.strip().splitlines() if line.strip()][-1:] or ["no output"]
+                raise ToolError(f"benchmark_model exited with code {result.exit_code} for {case.label}: {detail[0]}")
+            results.append(DeviceResult(case, parse_benchmark_output(text), mask))
+        facts["thermal_after_c"] = read_thermal(adb, serial)
+        return facts, results
+    finally:
+        if not settings.keep:
+            try:
+                adb.shell(serial, "rm -f " + " ".join(shlex.quote(p) for p in pushed), timeout=30)
+            except ToolError:
+                pass  # the device is gone; the error that got us here is the one to report
+
+
+def device_case_record(result: DeviceResult, serial: str, model: dict, macs_per_pixel: float | None) -> dict:
+    """A report case in the host report's schema. benchmark_model reports mean/min/max/std but no
+    per-run times, so median and p90 are None rather than invented."""
+    out, case = result.output, result.case
+    steady = out.steady
+    n, _, h, w = case.shape
+    mean_ms = out.inference_avg_us / 1000
+    latency = {"runs": steady.count if steady else None, "min_ms": steady.min_us / 1000 if steady else None,
+               "median_ms": None, "mean_ms": mean_ms, "p90_ms": None,
+               "max_ms": steady.max_us / 1000 if steady else None, "std_ms": steady.std_us / 1000 if steady else None}
+    macs = macs_per_pixel * n * h * w if macs_per_pixel else None
+    return {"device": f"adb:{serial}", **model, "runtime": "tflite", "precision": case.precision,
+            "delegate": case.delegate, "cores_mask": result.cores_mask, "input": list(case.shape),
+            "threads": case.threads, "latency": latency, "first_ms": out.first_us / 1000 if out.first_us else None,
+            "init_ms": out.init_us / 1000, "peak_rss_mb": out.peak_memory_mb or out.memory_overall_mb,
+            "params": model.get("params"), "macs": macs, "gflops": 2 * macs / (mean_ms * 1e6) if macs else None,
+            "peak_gflops": None, "peak_fraction": None}

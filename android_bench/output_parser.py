@@ -1,0 +1,81 @@
+"""Parse the output of TFLite's benchmark_model (current and older formats)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from edgesr.errors import ToolError
+
+_NUMBER = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_STAT = re.compile(rf"count=(\d+)(?: first=({_NUMBER}))? curr=({_NUMBER})(\(all same\))?"
+                   rf"(?: min=({_NUMBER}) max=({_NUMBER}) avg=({_NUMBER}) std=({_NUMBER}))?")
+_TIMINGS = re.compile(rf"Inference timings in (us|ms): Init: ({_NUMBER}), First inference: ({_NUMBER}), "
+                      rf"Warmup \(avg\): ({_NUMBER}), Inference \(avg\): ({_NUMBER})")
+_OLD_TIMINGS = re.compile(rf"Average inference timings in (us|ms): Warmup: ({_NUMBER}), Init: ({_NUMBER}), "
+                          rf"(?:no stats: |Inference: )({_NUMBER})")
+_MEMORY_DELTA = re.compile(rf"Memory footprint delta from the start of the tool \(MB\): init=({_NUMBER}) "
+                           rf"overall=({_NUMBER})")
+_PEAK_MEMORY = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: ({_NUMBER})")
+_UNCONSUMED = re.compile(r"Unconsumed cmdline flags:(.*)")
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """One `count=... avg=...` line, in microseconds (min/max/avg equal curr when all same)."""
+
+    count: int
+    first_us: float
+    min_us: float
+    max_us: float
+    avg_us: float
+    std_us: float
+
+
+@dataclass(frozen=True)
+class BenchmarkOutput:
+    """What one benchmark_model run reported (times in microseconds, memory in MB)."""
+
+    init_us: float
+    first_us: float | None
+    warmup_avg_us: float | None
+    inference_avg_us: float
+    steady: RunStats | None
+    warmup: RunStats | None
+    memory_init_mb: float | None
+    memory_overall_mb: float | None
+    peak_memory_mb: float | None
+
+
+def _stat(match: re.Match) -> RunStats:
+    count, first, curr, _, lo, hi, avg, std = match.groups()
+    curr_f = float(curr)
+    if lo is None:  # "count=N curr=X(all same)" or a single run
+        return RunStats(int(count), float(first or curr), curr_f, curr_f, curr_f, 0.0)
+    return RunStats(int(count), float(first), float(lo), float(hi), float(avg), float(std))
+
+
+def parse_benchmark_output(text: str) -> BenchmarkOutput:
+    """Parse stdout+stderr of benchmark_model; unknown flags and missing timings are errors."""
+    unconsumed = _UNCONSUMED.search(text)
+    if unconsumed:
+        raise ToolError(f"benchmark_model did not accept the flags{unconsumed.group(1).rstrip()}: "
+                        "this binary is too old or too new for edgesr's flags")
+    stats = [_stat(m) for m in _STAT.finditer(text)]
+    warmup, steady = (stats[0], stats[1]) if len(stats) >= 2 else (None, stats[0] if stats else None)
+    memory = _MEMORY_DELTA.search(text)
+    peak = _PEAK_MEMORY.search(text)
+    mem = (float(memory.group(1)), float(memory.group(2))) if memory else (None, None)
+    peak_mb = float(peak.group(1)) if peak else None
+    timings = _TIMINGS.search(text)
+    if timings:
+        unit = 1000.0 if timings.group(1) == "ms" else 1.0
+        init, first, warm, avg = (float(timings.group(i)) * unit for i in range(2, 6))
+        return BenchmarkOutput(init, first, warm, avg, steady, warmup, *mem, peak_mb)
+    old = _OLD_TIMINGS.search(text)
+    if old:
+        unit = 1000.0 if old.group(1) == "ms" else 1.0
+        warm, init, avg = (float(old.group(i)) * unit for i in range(2, 5))
+        return BenchmarkOutput(init, None, warm, avg, steady, warmup, *mem, peak_mb)
+    last = text.strip().splitlines()[-1:] or ["no output"]
+    raise ToolError(f"benchmark_model printed no inference timings (last line: {last[0][:160]})")
