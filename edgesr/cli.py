@@ -1,4 +1,4 @@
-"""The `edgesr` command line: models, export, verify, bench."""
+"""The `edgesr` command line: models, export, verify, bench, train, eval, upscale."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from edgesr import __version__
 from edgesr.errors import ToolError, UserError
@@ -72,13 +74,26 @@ def _announce(prepared) -> None:
         print(prepared.notice, file=sys.stderr)
 
 
+def _checked_prepare(args: argparse.Namespace, *outputs: Path | None):
+    """Refuse unusable output paths, build the model, then print the weights notice."""
+    from edgesr.atomic import check_output_path
+
+    for path in outputs:
+        if path:
+            check_output_path(path, args.force)
+    prepared = _prepare(args)
+    _announce(prepared)
+    return prepared
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """Print every model, preset and scale with params and MACs per LR pixel."""
     from edgesr.profile import count_params, macs_per_lr_pixel
     from edgesr.registry import MODELS, get_model
 
     specs = [get_model(args.model)] if args.model else list(MODELS.values())
-    header = f"{'model':<8} {'variant':<9} {'scale':>5} {'params train':>13} {'params deploy':>14} " \
+    width = max(len(spec.config(v, spec.default_scale).variant) for spec in specs for v in spec.presets) + 1
+    header = f"{'model':<8} {'variant':<{width}} {'scale':>5} {'params train':>13} {'params deploy':>14} " \
              f"{'MACs/px train':>14} {'MACs/px deploy':>15} {'GMAC 360x640':>13}"
     for spec in specs:
         print(f"{spec.name}: {spec.summary}")
@@ -89,7 +104,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                 train = spec.train_graph(cfg)
                 deploy = train.reparameterize()
                 deploy_macs = macs_per_lr_pixel(deploy, cfg.colors)
-                print(f"{spec.name:<8} {cfg.variant:<9} {'x' + str(scale):>5} {count_params(train):>13,} "
+                print(f"{spec.name:<8} {cfg.variant:<{width}} {'x' + str(scale):>5} {count_params(train):>13,} "
                       f"{count_params(deploy):>14,} {macs_per_lr_pixel(train, cfg.colors):>14,.0f} "
                       f"{deploy_macs:>15,.0f} {deploy_macs * 360 * 640 / 1e9:>13.2f}")
     print("MACs are multiply-accumulates of conv/linear layers (1 MAC = 2 FLOPs), per low-resolution pixel.")
@@ -128,14 +143,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Run all graphs on the same inputs, print the error table, fail on a broken bound."""
-    from edgesr.atomic import check_output_path, write_bytes_atomic
+    from edgesr.atomic import write_bytes_atomic
     from edgesr.verify import BOUNDS, format_table
     from edgesr.verify_model import verify_prepared
 
-    if args.json:
-        check_output_path(args.json, args.force)
-    prepared = _prepare(args)
-    _announce(prepared)
+    prepared = _checked_prepare(args, args.json)
     cfg = prepared.config
     checks = verify_prepared(prepared, args.precision, args.sizes, _progress)
     sizes = ", ".join(f"{h}x{w}" for h, w in args.sizes)
@@ -233,6 +245,133 @@ def _bench_adb(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_folder(text: str, scratch: Path) -> Path:
+    """A folder of images, or 'skimage' for scikit-image's bundled photos (the held-out set)."""
+    if text == "skimage":
+        from edgesr.images import write_heldout_photos
+
+        write_heldout_photos(scratch)
+        return scratch
+    return Path(text)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model on a folder of HR images and save an edgesr checkpoint."""
+    import tempfile
+
+    import torch
+
+    from edgesr.checkpoints import load_strict, read_checkpoint
+    from edgesr.data import load_pairs
+    from edgesr.pipeline import PreparedModel
+    from edgesr.registry import get_model
+    from edgesr.train import TrainSettings, recipe_for, train
+
+    spec = get_model(args.model)
+    recipe = recipe_for(spec.name)
+    config = spec.config(args.variant, args.scale, args.pixel_range)
+    settings = TrainSettings(args.iters, args.batch or recipe.batch, args.patch or recipe.lr_patch(config.scale),
+                             args.lr or recipe.lr, args.seed, args.save_every)
+    if settings.iters < 1 or settings.batch < 1 or settings.lr_patch < 4 or settings.lr <= 0:
+        raise UserError("--iters and --batch must be >= 1, --patch >= 4 and --lr > 0")
+    resume_state = None
+    if args.output.exists() and not (args.resume or args.force):
+        raise UserError(f"{args.output} exists: pass --resume to continue that run or --force to start over")
+    torch.manual_seed(args.seed)
+    model = spec.train_graph(config)
+    if args.resume and args.output.exists():
+        checkpoint = read_checkpoint(args.output)
+        if checkpoint.metadata.get("config") != config.to_dict():
+            raise UserError(f"{args.output} was trained as {checkpoint.metadata.get('config')}, not "
+                            f"{config.to_dict()}: pass the same --variant/--scale to resume")
+        load_strict(model, checkpoint.state_dict, f"{spec.name} {config.variant} x{config.scale}")
+        resume_state = torch.load(args.output, map_location="cpu", weights_only=True).get("train_state")
+        if resume_state is None:
+            raise UserError(f"{args.output} is a finished run ({checkpoint.metadata.get('iterations')} iterations): "
+                            "raise nothing to resume; use --force to start over")
+    pairs = load_pairs(args.data, config.scale, config.colors, min_lr_side=settings.lr_patch)
+    _progress(f"training {spec.name} {config.variant} x{config.scale} on {len(pairs.names)} images "
+              f"({len(pairs.skipped)} skipped) for {settings.iters} iterations: batch {settings.batch}, "
+              f"LR patch {settings.lr_patch}, Adam lr {settings.lr:g}, L1, seed {settings.seed}")
+    train(model, spec.name, config, pairs, settings, args.output, resume_state, _progress)
+    print(f"saved {args.output} ({args.output.stat().st_size / 1024:.0f} KiB)")
+    if args.val:
+        trained = PreparedModel(spec, config, model, model.reparameterize(), str(args.output), True)
+        with tempfile.TemporaryDirectory() as scratch:
+            return _print_eval(trained, _data_folder(args.val, Path(scratch)), None, "deploy")
+    return 0
+
+
+def _print_eval(prepared, folder: Path, model_file: Path | None, graph_name: str, json_path: Path | None = None,
+                force: bool = False) -> int:
+    from edgesr.atomic import write_bytes_atomic
+    from edgesr.evaluate import evaluate_folder, mean_scores
+    from edgesr.runtimes import TorchGraph, open_model_file
+
+    cfg = prepared.config
+    if model_file:
+        graph, what = open_model_file(model_file), str(model_file)
+    else:
+        module = prepared.train if graph_name == "train" and prepared.train is not None else prepared.deploy
+        graph, what = TorchGraph(module), f"{graph_name} graph"
+    scores = evaluate_folder(graph, folder, cfg.scale, cfg.colors, cfg.pixel_range, _progress)
+    print(f"eval {prepared.label} ({what}, weights: {prepared.weights}) on {folder}: "
+          f"Y PSNR/SSIM with a {cfg.scale}-pixel border crop on 8-bit output; RGB PSNR alongside")
+    print(f"{'image':<24} {'PSNR-Y':>8} {'SSIM-Y':>7} {'PSNR-RGB':>9} | {'bicubic PSNR-Y':>14} {'SSIM-Y':>7} "
+          f"{'PSNR-RGB':>9}")
+    for s in scores:
+        print(f"{s.name:<24} {s.psnr_y:>8.3f} {s.ssim_y:>7.4f} {s.psnr_rgb:>9.3f} | {s.bicubic_psnr_y:>14.3f} "
+              f"{s.bicubic_ssim_y:>7.4f} {s.bicubic_psnr_rgb:>9.3f}")
+    mean = mean_scores(scores)
+    print(f"{'mean':<24} {mean['psnr_y']:>8.3f} {mean['ssim_y']:>7.4f} {mean['psnr_rgb']:>9.3f} | "
+          f"{mean['bicubic_psnr_y']:>14.3f} {mean['bicubic_ssim_y']:>7.4f} {mean['bicubic_psnr_rgb']:>9.3f}")
+    print(f"gain over bicubic: {mean['psnr_y'] - mean['bicubic_psnr_y']:+.3f} dB PSNR-Y")
+    if json_path:
+        payload = {"model": prepared.spec.name, "config": cfg.to_dict(), "weights": prepared.weights, "graph": what,
+                   "data": str(folder), "images": [s.to_dict() for s in scores], "mean": mean}
+        write_bytes_atomic(json_path, json.dumps(payload, indent=2).encode(), force)
+        print(f"wrote {json_path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """PSNR/SSIM of a model (training graph, deploy graph or exported file) vs bicubic."""
+    import tempfile
+
+    prepared = _checked_prepare(args, args.json)
+    with tempfile.TemporaryDirectory() as scratch:
+        return _print_eval(prepared, _data_folder(args.data, Path(scratch)), args.model_file, args.graph,
+                           args.json, args.force)
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    """Super-resolve one image file."""
+    from PIL import Image
+
+    from edgesr.atomic import atomic_output
+    from edgesr.data import load_rgb
+    from edgesr.runtimes import TorchGraph, open_model_file
+    from edgesr.upscale import upscale_rgb
+
+    if not args.image.is_file():
+        raise UserError(f"image {args.image} not found")
+    if args.tile < 16 or not 0 <= args.overlap < args.tile // 2:
+        raise UserError("--tile must be >= 16 and --overlap between 0 and tile/2")
+    try:
+        rgb = load_rgb(args.image)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UserError(f"cannot read image {args.image}: {exc}") from None
+    prepared = _checked_prepare(args, args.output)
+    graph = open_model_file(args.model_file) if args.model_file else TorchGraph(prepared.deploy)
+    cfg = prepared.config
+    _progress(f"upscaling {args.image.name} ({rgb.shape[1]}x{rgb.shape[0]}) x{cfg.scale} with {prepared.label}")
+    out = upscale_rgb(graph, rgb, cfg.scale, cfg.colors, cfg.pixel_range, args.tile, args.overlap)
+    with atomic_output(args.output, args.force) as tmp:
+        Image.fromarray(np.round(out * 255).astype("uint8")).save(tmp, format="PNG")
+    print(f"wrote {args.output} ({out.shape[1]}x{out.shape[0]})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgesr", description="Take efficient super-resolution networks from their "
                      "training graph to verified ONNX/TFLite models and measure them.")
@@ -310,6 +449,49 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extra benchmark_model flag, e.g. --benchmark-arg=--max_secs=60 (repeatable)")
     device.add_argument("--keep", action="store_true", help="leave the pushed models on the device")
     bench.set_defaults(func=cmd_bench)
+
+    train = sub.add_parser("train", help="train a model on a folder of HR images",
+                           description="Train on a folder of HR images (PNG/JPEG): LR by MATLAB bicubic "
+                           "downscaling, random aligned crops, flips and rotations, the model's recipe.")
+    _add_model_args(train)
+    train.add_argument("--data", type=Path, required=True, help="folder of HR training images")
+    train.add_argument("--val", help="folder (or 'skimage') to evaluate on after training")
+    train.add_argument("--iters", type=int, required=True, help="training iterations")
+    train.add_argument("--batch", type=int, help="batch size (default: the recipe's)")
+    train.add_argument("--patch", type=int, help="LR patch size (default: the recipe's)")
+    train.add_argument("--lr", type=float, help="Adam learning rate (default: the recipe's)")
+    train.add_argument("--seed", type=int, default=0, help="seed for init, crops and order (default: 0)")
+    train.add_argument("--save-every", type=int, default=500, help="checkpoint interval (default: 500)")
+    train.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write (atomically)")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --output")
+    train.add_argument("--force", action="store_true", help="start over even if --output exists")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="PSNR/SSIM vs bicubic on a folder of HR images",
+                              description="PSNR and SSIM on the Y channel (border crop = scale, 8-bit output), "
+                              "RGB PSNR, bicubic baseline; on the training graph, the deploy graph or an "
+                              "exported .onnx/.tflite file.")
+    _add_model_args(evaluate)
+    evaluate.add_argument("--data", required=True, help="folder of HR images, or 'skimage' for the bundled "
+                          "held-out photos")
+    evaluate.add_argument("--graph", choices=["train", "deploy"], default="deploy",
+                          help="PyTorch graph to run (default: deploy)")
+    evaluate.add_argument("--model-file", type=Path, help="evaluate this exported .onnx or .tflite instead")
+    evaluate.add_argument("--json", type=Path, help="write per-image and mean scores as JSON")
+    evaluate.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    evaluate.set_defaults(func=cmd_eval)
+
+    upscale = sub.add_parser("upscale", help="super-resolve an image file",
+                             description="Upscale any image (grayscale, RGBA, 16-bit, EXIF-rotated), tiled "
+                             "with overlap; Y-only models run on Y with bicubic CbCr.")
+    upscale.add_argument("image", type=Path, help="input image")
+    upscale.add_argument("-o", "--output", type=Path, required=True, help="output PNG")
+    _add_model_args(upscale)
+    upscale.add_argument("--model-file", type=Path, help="run this exported .onnx or .tflite instead")
+    upscale.add_argument("--tile", type=int, default=256, help="LR tile size (default: 256)")
+    upscale.add_argument("--overlap", type=int, default=16, help="LR tile overlap (default: 16)")
+    upscale.add_argument("--force", action="store_true", help="overwrite an existing output")
+    upscale.set_defaults(func=cmd_upscale)
     return parser
 
 

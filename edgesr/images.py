@@ -12,6 +12,18 @@ def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
     return (16.0 + rgb @ np.array([65.481, 128.553, 24.966])) / 255.0
 
 
+def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 YCbCr (MATLAB rgb2ycbcr), all channels in [0, 1]. HWC -> HWC."""
+    matrix = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]])
+    return (rgb @ matrix.T + np.array([16.0, 128.0, 128.0])) / 255.0
+
+
+def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
+    """Inverse of rgb_to_ycbcr (values not clipped). HWC -> HWC."""
+    matrix = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]])
+    return (ycbcr * 255.0 - np.array([16.0, 128.0, 128.0])) @ np.linalg.inv(matrix).T
+
+
 def photo(name: str) -> np.ndarray:
     """A photo bundled with scikit-image, RGB float64 in [0, 1], HWC."""
     from skimage import data
@@ -58,3 +70,19 @@ def calibration_crops(colors: int, pixel_range: float, count: int = 32, size: in
             crop = crop[..., ::-1]
         crops.append(np.ascontiguousarray(crop))
     return crops
+
+
+def write_heldout_photos(folder) -> list:
+    """Write scikit-image's bundled photos (never used for training) as PNGs: the held-out set."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in PHOTOS:
+        path = folder / f"{name}.png"
+        Image.fromarray((photo(name) * 255).round().astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import torch.nn as nn
 
 from edgesr.errors import UserError
-from edgesr.models import ecbsr
+from edgesr.models import ecbsr, splitsr
 
 
 class SRConfig(Protocol):
@@ -63,6 +63,12 @@ def _ecbsr_keras(deploy: nn.Module) -> Any:
     return build_keras_ecbsr(deploy)
 
 
+def _splitsr_keras(deploy: nn.Module) -> Any:
+    from export.keras_splitsr import build_keras_splitsr
+
+    return build_keras_splitsr(deploy)
+
+
 MODELS: dict[str, ModelSpec] = {
     "ecbsr": ModelSpec(
         name="ecbsr",
@@ -78,6 +84,21 @@ MODELS: dict[str, ModelSpec] = {
         train_graph=ecbsr.ECBSR,
         deploy_graph=ecbsr.ECBSRPlain,
         keras_graph=_ecbsr_keras,
+    ),
+    "splitsr": ModelSpec(
+        name="splitsr",
+        summary="RCAN-based hybrid with channel-split residual blocks (RGB, 0..255)",
+        presets=splitsr.PRESETS,
+        default_variant="A0.25-G6B6-H3-C64",
+        scales=splitsr.SCALES,
+        default_scale=4,
+        default_pixel_range=255.0,
+        parse_variant=splitsr.parse_variant,
+        config_from_state_dict=splitsr.config_from_state_dict,
+        is_deploy_state_dict=splitsr.is_deploy_state_dict,
+        train_graph=splitsr.SplitSR,
+        deploy_graph=splitsr.SplitSRPlain,
+        keras_graph=_splitsr_keras,
     ),
 }
 

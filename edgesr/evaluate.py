@@ -1,0 +1,93 @@
+"""Quality metrics with the SR papers' protocol, for any graph (PyTorch, ONNX, TFLite)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgesr.data import degrade, list_images, load_rgb, modcrop, to_channels
+from edgesr.images import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
+from edgesr.resize import imresize
+from edgesr.runtimes import Graph
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """[0, 1] float -> 8-bit integer values (as float64), the papers' rounding."""
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(peak ** 2 / mse)
+
+
+def _crop(image: np.ndarray, border: int) -> np.ndarray:
+    return image[border:-border, border:-border] if border else image
+
+
+def ssim_y(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM as the papers' MATLAB code computes it (Gaussian window, sigma 1.5, 8-bit range)."""
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(a, b, data_range=255.0, gaussian_weights=True, sigma=1.5,
+                                       use_sample_covariance=False))
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    """Scores of one image: the model and bicubic upscaling of the same LR."""
+
+    name: str
+    psnr_y: float
+    ssim_y: float
+    psnr_rgb: float
+    bicubic_psnr_y: float
+    bicubic_ssim_y: float
+    bicubic_psnr_rgb: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def super_resolve_rgb(graph: Graph, lr_rgb: np.ndarray, scale: int, colors: int, pixel_range: float) -> np.ndarray:
+    """Run a model on an RGB LR image; Y-only models get bicubic CbCr. Returns RGB in [0, 1]."""
+    x = to_channels(lr_rgb, colors)[None].astype(np.float32) * pixel_range
+    out = graph(x)[0] / pixel_range
+    if colors == 3:
+        return out.transpose(1, 2, 0)
+    ycbcr = rgb_to_ycbcr(imresize(lr_rgb, scale))
+    ycbcr[..., 0] = out[0]
+    return ycbcr_to_rgb(ycbcr)
+
+
+def score_image(name: str, sr_rgb: np.ndarray, bicubic_rgb: np.ndarray, hr_rgb: np.ndarray, scale: int) -> ImageScores:
+    """PSNR/SSIM on 8-bit Y with `scale` pixels cropped from every border, plus RGB PSNR."""
+    hr_y = _crop(np.round(rgb_to_y(hr_rgb) * 255.0), scale)
+    metrics = []
+    for rgb in (sr_rgb, bicubic_rgb):
+        rgb8 = to_uint8(rgb)
+        y = _crop(np.round(rgb_to_y(rgb8 / 255.0) * 255.0), scale)
+        metrics += [psnr(y, hr_y), ssim_y(y, hr_y), psnr(_crop(rgb8, scale), _crop(to_uint8(hr_rgb), scale))]
+    return ImageScores(name, *metrics)
+
+
+def evaluate_folder(graph: Graph, folder: Path, scale: int, colors: int, pixel_range: float,
+                    progress=lambda _: None) -> list[ImageScores]:
+    """Every image: HR cropped to a multiple of scale, LR by bicubic degradation, then scored."""
+    scores = []
+    for path in list_images(folder):
+        hr = modcrop(load_rgb(path), scale)
+        lr = degrade(hr, scale)
+        progress(f"evaluating {path.name} ({lr.shape[1]}x{lr.shape[0]} LR)")
+        sr = super_resolve_rgb(graph, lr, scale, colors, pixel_range)
+        scores.append(score_image(path.name, sr, imresize(lr, scale), hr, scale))
+    return scores
+
+
+def mean_scores(scores: list[ImageScores]) -> dict[str, float]:
+    """Mean of every metric over the images."""
+    fields = [f for f in ImageScores.__dataclass_fields__ if f != "name"]
+    return {f: float(np.mean([getattr(s, f) for s in scores])) for f in fields}

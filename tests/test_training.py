@@ -1,0 +1,205 @@
+"""MATLAB bicubic, image loading, training (determinism, resume, NaN), eval and tiled upscaling."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgesr import data as data_mod
+from edgesr.cli import main
+from edgesr.data import degrade, load_pairs, load_rgb
+from edgesr.errors import ToolError, UserError
+from edgesr.evaluate import evaluate_folder, mean_scores, psnr
+from edgesr.images import rgb_to_ycbcr, ycbcr_to_rgb
+from edgesr.models.ecbsr import ECBSR, ECBSRConfig
+from edgesr.pipeline import PreparedModel
+from edgesr.registry import get_model
+from edgesr.resize import imresize
+from edgesr.runtimes import TorchGraph
+from edgesr.train import TrainSettings, train
+from edgesr.upscale import upscale_rgb
+
+TINY = ["--model", "ecbsr", "--variant", "M1C4", "--scale", "2"]
+
+
+def test_imresize_matches_matlab():
+    # MATLAB: imresize([1 2; 3 4], 2) (bicubic)
+    expected = np.array([[0.71875, 1.015625, 1.609375, 1.90625], [1.3125, 1.609375, 2.203125, 2.5],
+                         [2.5, 2.796875, 3.390625, 3.6875], [3.09375, 3.390625, 3.984375, 4.28125]])
+    np.testing.assert_allclose(imresize(np.array([[1.0, 2.0], [3.0, 4.0]]), 2), expected, atol=1e-12)
+    down = imresize(np.arange(1.0, 9.0)[None, :].repeat(4, 0), 0.5)
+    assert down.shape == (2, 4)
+    np.testing.assert_allclose(down[0] + down[0][::-1], 9.0)  # symmetric antialiased kernel
+    assert imresize(np.full((7, 9, 3), 0.3), 1 / 3).shape == (3, 3, 3)
+    np.testing.assert_allclose(imresize(np.full((7, 9, 3), 0.3), 1 / 3), 0.3)
+
+
+def test_ycbcr_round_trip():
+    rgb = np.random.default_rng(0).random((5, 4, 3))
+    np.testing.assert_allclose(ycbcr_to_rgb(rgb_to_ycbcr(rgb)), rgb, atol=1e-12)
+
+
+def _photo_folder(folder, sizes=((64, 48), (50, 70))):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        base = np.linspace(0, 255, w)[None, :, None] * np.ones((h, 1, 3))
+        noise = rng.normal(0, 12, (h, w, 3))
+        Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def test_load_rgb_handles_grayscale_rgba_16bit_and_exif(tmp_path):
+    Image.fromarray(np.full((4, 6), 128, np.uint8)).save(tmp_path / "g.png")
+    assert load_rgb(tmp_path / "g.png").shape == (4, 6, 3)
+    rgba = np.zeros((4, 6, 4), np.uint8)
+    rgba[..., 3] = 0  # fully transparent: composited on white
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    np.testing.assert_allclose(load_rgb(tmp_path / "a.png"), 1.0)
+    Image.fromarray(np.full((4, 6), 65535 // 2, np.uint16)).save(tmp_path / "d.png")
+    np.testing.assert_allclose(load_rgb(tmp_path / "d.png"), 0.5, atol=1e-4)
+    im = Image.fromarray(np.zeros((4, 6, 3), np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    im.save(tmp_path / "r.jpg", exif=exif)
+    assert load_rgb(tmp_path / "r.jpg").shape == (6, 4, 3)
+
+
+def test_corrupt_and_small_images_are_skipped_and_counted(tmp_path, capsys):
+    folder = _photo_folder(tmp_path / "d")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(folder / "tiny.png")
+    pairs = load_pairs(folder, 2, 1, min_lr_side=8)
+    assert sorted(pairs.names) == ["img0.png", "img1.png"] and sorted(pairs.skipped) == ["broken.png", "tiny.png"]
+    err = capsys.readouterr().err
+    assert "unreadable image broken.png" in err and "tiny.png" in err
+    assert pairs.lr[0].shape == (1, 32, 24) and pairs.hr[0].shape == (1, 64, 48)
+    with pytest.raises(UserError, match="not found"):
+        data_mod.list_images(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no images"):
+        load_pairs(tmp_path / "empty", 2, 1)
+
+
+def _prepared(seed=0) -> PreparedModel:
+    torch.manual_seed(seed)
+    config = ECBSRConfig(1, 4, 2, pixel_range=255.0)
+    model = ECBSR(config)
+    return PreparedModel(get_model("ecbsr"), config, model, model, "test", True)
+
+
+def test_training_is_deterministic_and_lowers_the_loss(tmp_path):
+    pairs = load_pairs(_photo_folder(tmp_path / "d"), 2, 1, min_lr_side=8)
+    settings = TrainSettings(iters=30, batch=4, lr_patch=8, lr=2e-3, seed=3, save_every=1000, log_every=10)
+    logs = []
+    first, second = _prepared(), _prepared()
+    train(first.train, "ecbsr", first.config, pairs, settings, tmp_path / "a.pt", log=logs.append)
+    train(second.train, "ecbsr", second.config, pairs, settings, tmp_path / "b.pt", log=lambda _: None)
+    for (k, a), (_, b) in zip(first.train.state_dict().items(), second.train.state_dict().items()):
+        assert torch.equal(a, b), k
+    losses = [float(line.split("L1 ")[1].split()[0]) for line in logs if "L1" in line]
+    assert losses[-1] < losses[0]
+    saved = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert saved["edgesr"]["iterations"] == 30 and "train_state" not in saved
+
+
+def test_interrupted_training_resumes(tmp_path, monkeypatch, capsys):
+    folder = _photo_folder(tmp_path / "d")
+    out = tmp_path / "run.pt"
+    argv = ["train", *TINY, "--data", str(folder), "--iters", "6", "--batch", "2", "--patch", "8",
+            "--save-every", "2", "-o", str(out)]
+    real = data_mod.random_batch
+    calls = {"n": 0}
+
+    def crash_on_fifth(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("edgesr.train.random_batch", crash_on_fifth)
+    assert main(argv) == 130
+    assert torch.load(out, weights_only=True)["train_state"]["iteration"] == 4
+    monkeypatch.setattr("edgesr.train.random_batch", real)
+    assert main(argv) == 2  # output exists: --resume or --force needed
+    assert main(argv + ["--resume"]) == 0
+    assert "resuming at iteration 4" in capsys.readouterr().err
+    assert torch.load(out, weights_only=True)["edgesr"]["iterations"] == 6
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    pairs = load_pairs(_photo_folder(tmp_path / "d"), 2, 1, min_lr_side=8)
+    pairs.lr[0][:] = np.nan
+    pairs.lr[1][:] = np.nan
+    settings = TrainSettings(iters=5, batch=2, lr_patch=8, lr=1e-3)
+    with pytest.raises(ToolError, match="loss became nan at iteration 1"):
+        model = _prepared()
+        train(model.train, "ecbsr", model.config, pairs, settings, tmp_path / "x.pt", log=lambda _: None)
+
+
+class _Bicubic:
+    """A 'model' that is bicubic upscaling: eval must then report PSNR == bicubic PSNR."""
+
+    def __call__(self, x):
+        return np.stack([imresize(c, 2) for c in x[0]])[None].astype(np.float32)
+
+
+def test_eval_protocol_against_a_bicubic_graph(tmp_path):
+    folder = _photo_folder(tmp_path / "d")
+    scores = evaluate_folder(_Bicubic(), folder, 2, 3, 1.0)
+    for s in scores:
+        assert s.psnr_y == pytest.approx(s.bicubic_psnr_y, abs=1e-9)
+        assert s.psnr_rgb == pytest.approx(s.bicubic_psnr_rgb, abs=1e-9)
+        assert 15 < s.psnr_y < 60 and 0 < s.ssim_y <= 1
+    assert psnr(np.zeros(4), np.full(4, 255.0)) == 0.0
+
+
+def test_eval_of_exported_tflite_matches_pytorch_within_0_01_db(tmp_path):
+    from export.pipeline import write_model_file
+    from edgesr.runtimes import open_model_file
+
+    prepared = _prepared()
+    prepared = PreparedModel(prepared.spec, prepared.config, prepared.train, prepared.train.reparameterize(),
+                             "test", True)
+    path = tmp_path / "m.tflite"
+    write_model_file(prepared, "tflite", "fp32", path)
+    folder = _photo_folder(tmp_path / "d")
+    torch_mean = mean_scores(evaluate_folder(TorchGraph(prepared.deploy), folder, 2, 1, 255.0))
+    tflite_mean = mean_scores(evaluate_folder(open_model_file(path), folder, 2, 1, 255.0))
+    assert abs(torch_mean["psnr_y"] - tflite_mean["psnr_y"]) < 0.01
+
+
+def test_tiled_upscale_has_no_seams(tmp_path):
+    prepared = _prepared()
+    graph = TorchGraph(prepared.train)
+    rgb = np.random.default_rng(1).random((40, 37, 3))
+    whole = upscale_rgb(graph, rgb, 2, 1, 255.0, tile=256, overlap=0)
+    tiled = upscale_rgb(graph, rgb, 2, 1, 255.0, tile=16, overlap=8)
+    assert tiled.shape == (80, 74, 3)
+    assert np.abs(tiled - whole).max() < 1e-5  # receptive field (3 px) < half the overlap
+
+
+def test_upscale_cli_writes_png_for_odd_inputs(tmp_path, capsys):
+    Image.fromarray(np.full((9, 11), 200, np.uint8)).save(tmp_path / "gray.png")
+    rgba = np.zeros((7, 5, 4), np.uint8)
+    rgba[..., 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    for name in ("gray.png", "rgba.png"):
+        out = tmp_path / f"up_{name}"
+        assert main(["upscale", str(tmp_path / name), "-o", str(out), *TINY]) == 0
+        src = Image.open(tmp_path / name)
+        assert Image.open(out).size == (src.size[0] * 2, src.size[1] * 2)
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    assert main(["upscale", str(tmp_path / "bad.png"), "-o", str(tmp_path / "o.png"), *TINY]) == 2
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_eval_cli_json(tmp_path, capsys):
+    folder = _photo_folder(tmp_path / "d")
+    out = tmp_path / "e.json"
+    assert main(["eval", *TINY, "--data", str(folder), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert len(report["images"]) == 2 and set(report["mean"]) >= {"psnr_y", "ssim_y", "bicubic_psnr_y"}
+    assert "gain over bicubic" in capsys.readouterr().out
