@@ -2,7 +2,7 @@
 VENV ?= .venv
 EDGESR := $(VENV)/bin/edgesr
 
-.PHONY: setup demo test test-fast bench
+.PHONY: setup demo test test-fast bench quality
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml constraints.txt scripts/setup.sh
@@ -21,3 +21,6 @@ test-fast: setup
 
 bench: setup
 	$(VENV)/bin/python -m benchmarks.publish
+
+quality: setup
+	$(VENV)/bin/python -m benchmarks.quality

@@ -73,10 +73,11 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def refresh_readme(name: str, table: str, readme: Path = ROOT / "README.md") -> bool:
-    """Replace the text between <!-- bench:NAME --> and <!-- /bench:NAME --> in README."""
+def refresh_readme(name: str, table: str, readme: Path = ROOT / "README.md", kind: str = "bench") -> bool:
+    """Replace the text between <!-- KIND:NAME --> and <!-- /KIND:NAME --> in README."""
     text = readme.read_text()
-    pattern = re.compile(rf"(<!-- bench:{re.escape(name)} -->\n).*?(<!-- /bench:{re.escape(name)} -->)", re.S)
+    marker = f"{kind}:{re.escape(name)}"
+    pattern = re.compile(rf"(<!-- {marker} -->\n).*?(<!-- /{marker} -->)", re.S)
     if not pattern.search(text):
         return False
     write_bytes_atomic(readme, pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text).encode(),

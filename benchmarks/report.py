@@ -62,14 +62,14 @@ def _shape(case: dict) -> str:
 
 def format_table(report: dict) -> str:
     """Terminal table: one row per case ('-' where a runtime does not report a number)."""
-    header = (f"{'model':<14} {'runtime':<12} {'prec':<5} {'input':<13} {'thr':>3} {'median':>9} {'mean':>9} "
+    header = (f"{'model':<14} {'runtime':<14} {'prec':<5} {'input':<13} {'thr':>3} {'median':>9} {'mean':>9} "
               f"{'p90':>9} {'min':>9} {'std':>7} {'first':>9} {'init':>8} {'peak MB':>8} {'GFLOP/s':>8} {'%peak':>6}")
     lines = [header, "-" * len(header)]
     for c in report["cases"]:
         lat = c["latency"]
         runtime = c["runtime"] + (f"/{c['delegate']}" if c.get("delegate") else "")
         peak = None if c.get("peak_fraction") is None else 100 * c["peak_fraction"]
-        lines.append(f"{model_label(c):<14} {runtime:<12} {c['precision']:<5} {_shape(c):<13} {c['threads']:>3} "
+        lines.append(f"{model_label(c):<14} {runtime:<14} {c['precision']:<5} {_shape(c):<13} {c['threads']:>3} "
                      f"{_num(lat['median_ms'], '9.2f'):>9} {_num(lat['mean_ms'], '9.2f'):>9} "
                      f"{_num(lat['p90_ms'], '9.2f'):>9} {_num(lat['min_ms'], '9.2f'):>9} "
                      f"{_num(lat['std_ms'], '7.2f'):>7} {_num(c.get('first_ms'), '9.2f'):>9} "
@@ -111,53 +111,85 @@ def write_outputs(report: dict, json_path: Path | None, csv_path: Path | None, p
     return written
 
 
+def _series_label(case: dict) -> str:
+    delegate = f"/{case['delegate']}" if case.get("delegate") else ""
+    return f"{case['runtime']}{delegate} {case['precision']}"
+
+
+def _plot_sizes(ax, cases: list[dict], colors) -> None:
+    """Latency vs input pixels, one line per model/runtime/precision/threads."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for c in cases:
+        n, _, h, w = c["input"]
+        label = f"{model_label(c)} {_series_label(c)} t{c['threads']}"
+        series.setdefault(label, []).append((n * h * w, headline_ms(c)))
+    for i, (label, points) in enumerate(sorted(series.items())):
+        points.sort()
+        ax.plot([p[0] / 1e3 for p in points], [p[1] for p in points], marker="o", label=label,
+                color=colors(i % colors.N))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("input pixels (thousands, LR; log)")
+    ax.set_ylabel("median (device: mean) latency (ms; log)")
+    ax.set_title("Latency vs input size")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+
+
+def _plot_bars(ax, cases: list[dict], colors) -> None:
+    """Latency at each model's largest input. One model: a group per runtime/precision, a bar
+    per thread count. Several models: a group per model, a bar per runtime/precision/threads."""
+    largest: dict[tuple[str, str, int], tuple[int, float]] = {}
+    for c in cases:
+        key = (model_label(c), _series_label(c), c["threads"])
+        pixels = c["input"][0] * c["input"][2] * c["input"][3]
+        if key not in largest or pixels > largest[key][0]:
+            largest[key] = (pixels, headline_ms(c))
+    models = sorted({k[0] for k in largest})
+    if len(models) == 1:
+        groups, hues = sorted({k[1] for k in largest}), sorted({k[2] for k in largest})
+        value = {(k[1], k[2]): v[1] for k, v in largest.items()}
+        hue_label = [f"{t} thread{'s' if t > 1 else ''}" for t in hues]
+    else:
+        groups, hues = models, sorted({(k[1], k[2]) for k in largest})
+        value = {(k[0], (k[1], k[2])): v[1] for k, v in largest.items()}
+        hue_label = [f"{s} t{t}" for s, t in hues]
+    width = 0.8 / max(len(hues), 1)
+    for i, hue in enumerate(hues):
+        xs = [g + (i - (len(hues) - 1) / 2) * width for g in range(len(groups))]
+        ys = [value.get((group, hue), 0.0) for group in groups]
+        bars = ax.bar(xs, ys, width=width, label=hue_label[i], color=colors(i % colors.N))
+        if len(models) == 1:
+            ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    shown = [v for v in value.values() if v > 0]
+    if shown and max(shown) > 20 * min(shown):
+        ax.set_yscale("log")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("median (device: mean) latency (ms) at the largest input")
+    ax.set_title(models[0] if len(models) == 1 else "Per model")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(hues) > 8 else 1)
+
+
 def plot_png(report: dict, path: Path, force: bool = False) -> None:
-    """Left: median latency vs input pixels per runtime/precision/threads. Right: one bar group
-    per model at its largest input."""
+    """Bars of latency per runtime/precision/threads (per model); with several input sizes,
+    also latency vs input pixels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cases = report["cases"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    series: dict[str, list[tuple[int, float]]] = {}
-    for c in cases:
-        n, _, h, w = c["input"]
-        label = (f"{model_label(c)} {c['runtime']}{'/' + c['delegate'] if c.get('delegate') else ''}"
-                 f" {c['precision']} t{c['threads']} @ {c['device']}")
-        series.setdefault(label, []).append((n * h * w, headline_ms(c)))
-    for label, points in sorted(series.items()):
-        points.sort()
-        left.plot([p[0] / 1e3 for p in points], [p[1] for p in points], marker="o", label=label)
-    left.set_xlabel("input pixels (thousands, LR)")
-    left.set_ylabel("median (device: mean) latency (ms)")
-    left.set_title("Latency vs input size")
-    left.grid(alpha=0.3)
-    left.legend(fontsize=7)
-
-    models = sorted({model_label(c) for c in cases})
-    largest = {}
-    for c in cases:
-        model = model_label(c)
-        pixels = c["input"][0] * c["input"][2] * c["input"][3]
-        key = (model, f"{c['runtime']} {c['precision']} t{c['threads']}")
-        if key not in largest or pixels > largest[key][0]:
-            largest[key] = (pixels, headline_ms(c), _shape(c))
-    configs = sorted({k[1] for k in largest})
-    width = 0.8 / max(len(configs), 1)
-    for i, config in enumerate(configs):
-        xs = [m + (i - (len(configs) - 1) / 2) * width for m in range(len(models))]
-        ys = [largest.get((model, config), (0, 0.0))[1] for model in models]
-        right.bar(xs, ys, width=width, label=config)
-    right.set_xticks(range(len(models)))
-    right.set_xticklabels(models, rotation=15, fontsize=8)
-    right.set_ylabel("median (device: mean) latency (ms) at the largest input")
-    right.set_title("Per model")
-    right.grid(axis="y", alpha=0.3)
-    right.legend(fontsize=7)
+    several_sizes = len({tuple(c["input"]) for c in cases}) > 1
+    fig, axes = plt.subplots(1, 2 if several_sizes else 1, figsize=(13 if several_sizes else 8, 5.5), squeeze=False)
+    colors = plt.get_cmap("tab20")
+    if several_sizes:
+        _plot_sizes(axes[0][1], cases, colors)
+    _plot_bars(axes[0][0], cases, colors)
     device = report["device"]
-    fig.suptitle(f"edgesr bench on {device.get('name', device.get('kind'))}", fontsize=10)
+    sizes = ", ".join(sorted({_shape(c) for c in cases}))
+    fig.suptitle(f"edgesr bench on {device.get('name', device.get('kind'))} (input {sizes})", fontsize=10)
     fig.tight_layout()
     with atomic_output(Path(path), force) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

@@ -203,3 +203,24 @@ def test_eval_cli_json(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert len(report["images"]) == 2 and set(report["mean"]) >= {"psnr_y", "ssim_y", "bicubic_psnr_y"}
     assert "gain over bicubic" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_shipped_checkpoint_beats_bicubic_on_held_out_photos_and_tflite_reproduces_it(tmp_path, scale):
+    from edgesr.images import write_heldout_photos
+    from edgesr.pipeline import prepare
+    from export.pipeline import export_verified
+    from edgesr.runtimes import open_model_file
+
+    prepared = prepare("ecbsr", "M4C16", scale)
+    assert prepared.pretrained and prepared.notice is None, "the built-in checkpoint must ship"
+    folder = tmp_path / "photos"
+    for path in write_heldout_photos(tmp_path / "all"):
+        if path.stem in ("chelsea", "coffee"):  # two of the held-out photos keep this fast
+            folder.mkdir(exist_ok=True)
+            path.rename(folder / path.name)
+    deploy = mean_scores(evaluate_folder(TorchGraph(prepared.deploy), folder, scale, 1, 255.0))
+    assert deploy["psnr_y"] > deploy["bicubic_psnr_y"] + 0.3
+    report = export_verified(prepared, "tflite", "fp32", tmp_path / "m.tflite")
+    tflite = mean_scores(evaluate_folder(open_model_file(report.path), folder, scale, 1, 255.0))
+    assert abs(tflite["psnr_y"] - deploy["psnr_y"]) < 0.01

@@ -1,0 +1,99 @@
+"""Quality of the checkpoints edgesr ships: `python -m benchmarks.quality` (or `make quality`).
+
+For each built-in checkpoint, PSNR/SSIM on the Y channel (papers' protocol, see edgesr/evaluate.py)
+on the held-out photos (scikit-image's bundled ones, never used for training), for the training
+graph, the deploy graph and every exported file (each parity-checked when exported), next to
+bicubic on the same LR. Writes benchmarks/results/quality.{json,md} and refreshes the table
+between <!-- quality:ecbsr --> markers in README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.publish import RESULTS, refresh_readme
+from edgesr.atomic import write_bytes_atomic
+from edgesr.evaluate import evaluate_folder, mean_scores
+from edgesr.images import write_heldout_photos
+from edgesr.pipeline import PreparedModel, prepare
+from edgesr.runtimes import Graph, TorchGraph, open_model_file
+from export.pipeline import export_verified
+
+SHIPPED = (("ecbsr", "M4C16", 4), ("ecbsr", "M4C16", 2))
+FILES = (("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8"))
+
+
+def _progress(message: str) -> None:
+    print(f"[quality {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _graphs(prepared: PreparedModel, scratch: Path) -> dict[str, Graph]:
+    """The training and deploy graphs plus every verified export of this model."""
+    graphs: dict[str, Graph] = {"train": TorchGraph(prepared.train), "deploy": TorchGraph(prepared.deploy)}
+    for fmt, precision in FILES:
+        _progress(f"exporting {prepared.label} {fmt} {precision} (parity-checked)")
+        path = scratch / f"{prepared.spec.name}-x{prepared.config.scale}-{precision}.{fmt}"
+        export_verified(prepared, fmt, precision, path, force=True)
+        graphs[f"{fmt}-{precision}"] = open_model_file(path)
+    return graphs
+
+
+def measure(models=SHIPPED) -> dict:
+    """Mean and per-image scores of every graph of every shipped checkpoint."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgesr-quality-") as tmp:
+        photos = Path(tmp) / "photos"
+        write_heldout_photos(photos)
+        for model, variant, scale in models:
+            prepared = prepare(model, variant, scale)
+            if not prepared.pretrained:
+                raise SystemExit(f"no built-in checkpoint for {prepared.label}: nothing to measure")
+            for name, graph in _graphs(prepared, Path(tmp)).items():
+                cfg = prepared.config
+                scores = evaluate_folder(graph, photos, cfg.scale, cfg.colors, cfg.pixel_range, _progress)
+                rows.append({"model": model, "variant": variant, "scale": scale, "weights": prepared.weights,
+                             "graph": name, "images": [s.to_dict() for s in scores], "mean": mean_scores(scores)})
+    return {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "data": "scikit-image photos (held out)",
+            "protocol": "Y PSNR/SSIM, border crop = scale, 8-bit output; RGB PSNR alongside", "rows": rows}
+
+
+def to_markdown(result: dict) -> str:
+    """The README table: one row per model and graph, with the loss vs the training graph."""
+    lines = ["| model | graph | PSNR-Y dB | SSIM-Y | PSNR-RGB dB | bicubic PSNR-Y | gain over bicubic | vs training graph |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    train = {(r["variant"], r["scale"]): r["mean"]["psnr_y"] for r in result["rows"] if r["graph"] == "train"}
+    for r in result["rows"]:
+        m = r["mean"]
+        delta = m["psnr_y"] - train[(r["variant"], r["scale"])]
+        lines.append(f"| {r['model']}-{r['variant']} x{r['scale']} | {r['graph']} | {m['psnr_y']:.3f} | "
+                     f"{m['ssim_y']:.4f} | {m['psnr_rgb']:.3f} | {m['bicubic_psnr_y']:.3f} | "
+                     f"{m['psnr_y'] - m['bicubic_psnr_y']:+.3f} | {delta:+.3f} |")
+    names = ", ".join(s["name"] for s in result["rows"][0]["images"])
+    lines += ["", f"Measured {result['created'][:10]} with `python -m benchmarks.quality` on the held-out photos "
+              f"({names}): {result['protocol']}; mean over the images."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--render-only", action="store_true", help="re-render from the saved JSON")
+    args = parser.parse_args(argv)
+    path = RESULTS / "quality.json"
+    result = json.loads(path.read_text()) if args.render_only else measure()
+    if not args.render_only:
+        write_bytes_atomic(path, json.dumps(result, indent=2).encode(), force=True)
+    table = to_markdown(result)
+    print(table)
+    write_bytes_atomic(RESULTS / "quality.md", (table + "\n").encode(), force=True)
+    where = "README.md and " if refresh_readme("ecbsr", table, kind="quality") else ""
+    print(f"wrote {where}benchmarks/results/quality.{{json,md}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
