@@ -34,8 +34,27 @@ def read_checkpoint(path: Path) -> Checkpoint:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, io.UnsupportedOperation) as exc:
+        obj = _restricted_load(path) if isinstance(exc, pickle.UnpicklingError) else None
+        if obj is not None:
+            return _unwrap(obj, path)
         raise UserError(f"cannot read checkpoint {path}: {_load_failure_reason(exc)}; edgesr loads only "
                         "weights-only PyTorch checkpoints (.pt/.pth state_dicts) and never runs pickled code") from None
+    return _unwrap(obj, path)
+
+
+def _restricted_load(path: Path) -> object | None:
+    """Second, still code-free path for pickles the weights-only loader rejects (e.g. legacy
+    files from old PyTorch): edgesr.legacy_pickle's allow-list unpickler; None if it refuses too."""
+    from edgesr.legacy_pickle import load_restricted
+
+    try:
+        return load_restricted(path)
+    except Exception:  # noqa: BLE001  (any failure means: refuse, with the weights-only reason)
+        return None
+
+
+def _unwrap(obj: object, path: Path) -> Checkpoint:
+    """The state_dict inside the known container formats."""
     if not isinstance(obj, dict):
         raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, not a state_dict")
     source, metadata = "plain", {}

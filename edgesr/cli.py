@@ -97,6 +97,9 @@ def cmd_models(args: argparse.Namespace) -> int:
              f"{'MACs/px train':>14} {'MACs/px deploy':>15} {'GMAC 360x640':>13}"
     for spec in specs:
         print(f"{spec.name}: {spec.summary}")
+        if spec.bundle:  # several graphs: one MACs column per graph
+            print(spec.bundle_ops().models_table(spec))
+            continue
         print(header)
         for variant in spec.presets:
             for scale in spec.scales:
@@ -111,6 +114,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cost_notes(prepared) -> list[str]:
+    """A model's extra cost lines (SMSR: MACs at measured sparsity); none for most models."""
+    notes = prepared.spec.cost_notes
+    return notes(prepared.deploy) if notes is not None else []
+
+
 def _ops_line(ops) -> str:
     return ", ".join(f"{name} x{count}" for name, count in ops.most_common())
 
@@ -121,6 +130,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     check_format(args.format, args.precision)
     prepared = _prepare(args)
+    bundle = prepared.spec.bundle_ops()
+    if bundle is not None:  # multi-graph model: a verified directory of graphs + manifest
+        output = bundle.resolve_output(prepared, args.format, args.precision, args.output, args.force)
+        _announce(prepared)
+        print(bundle.export_bundle(prepared, args.format, args.precision, output, args.force, _progress).format())
+        return 0
     output = resolve_output(prepared, args.format, args.precision, args.output, args.force)
     _announce(prepared)
     report = export_verified(prepared, args.format, args.precision, output, args.force, _progress)
@@ -135,6 +150,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"  params   {report.params:,} deploy graph{train_params}")
     print(f"  MACs     {report.macs_per_pixel:,.0f} per LR pixel = "
           f"{report.macs_per_pixel * 360 * 640 / 1e9:.2f} GMAC at 360x640 LR")
+    for line in _cost_notes(prepared):
+        print(f"  {line}")
     print(f"  ops      {_ops_line(report.ops)} ({transpose})")
     print(f"  parity   vs {check.reference} graph over {check.inputs} inputs: max-abs {check.stats.max_abs:.3g} "
           f"(bound {check.bound:.3g}), PSNR {check.stats.psnr_db:.1f} dB: {'PASS' if check.passed else 'FAIL'}")
@@ -149,13 +166,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     prepared = _checked_prepare(args, args.json)
     cfg = prepared.config
-    checks = verify_prepared(prepared, args.precision, args.sizes, _progress)
+    bundle = prepared.spec.bundle_ops()
+    verify = bundle.verify_bundle if bundle is not None else verify_prepared
+    precisions = args.precision or list(prepared.spec.verify_precisions or PRECISIONS)
+    checks = verify(prepared, precisions, args.sizes, _progress)
     sizes = ", ".join(f"{h}x{w}" for h, w in args.sizes)
     print(f"verify {prepared.label} ({'Y' if cfg.colors == 1 else 'RGB'}, 0..{cfg.pixel_range:g}); "
           f"weights: {prepared.weights}")
     print(f"inputs: random + real photo crop at each of {sizes}; worst case over all inputs; "
           f"PSNR with peak {cfg.pixel_range:g}")
     print("bounds (max-abs): " + ", ".join(f"{p} {BOUNDS[p]:g} x range" for p in PRECISIONS))
+    if not args.precision and prepared.spec.verify_note:
+        print(f"note: {prepared.spec.verify_note}")
     print(format_table(checks))
     failed = [c for c in checks if not c.passed]
     if args.json:
@@ -193,6 +215,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if path:
             check_output_path(path, args.force)
     prepared = _prepare(args)
+    if prepared.spec.bundle:  # ClassSR: routed bundle vs its largest branch (benchmarks/classsr_routed.py)
+        from benchmarks.classsr_routed import bench_from_cli
+
+        _announce(prepared)
+        print(bench_from_cli(prepared, args, _progress))
+        return 0
     cases = plan_cases(prepared, args.runtime, args.precision, args.input, args.threads)
     _announce(prepared)
     report = reports.new_report(host_device(), {"warmup": args.warmup, "runs": args.runs,
@@ -201,6 +229,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"bench {prepared.label} on {report['device']['name']} ({report['device']['cpu']['simd']})")
     print(reports.format_table(report))
     print(f"peak = {report['device']['peak_assumption']}")
+    for line in _cost_notes(prepared):
+        print(line)
     for path in reports.write_outputs(report, args.json, args.csv, args.plot, args.force):
         print(f"wrote {path}")
     return 0
@@ -232,13 +262,28 @@ def _bench_adb(args: argparse.Namespace) -> int:
         _announce(prepared)
         return prepared
 
-    report = bench_on_device(adb, device.serial, None if args.tflite else prepare_model, args.tflite,
-                             args.precision, args.delegate, args.threads, args.input, settings, _progress)
+    from edgesr.registry import get_model
+
+    if (args.tflite and args.tflite.is_dir()) or (not args.tflite and get_model(args.model).bundle):
+        from android_bench.classsr_bundle import bench_bundle_on_device, format_combined
+
+        if not args.tflite and args.precision != ["fp32"]:
+            raise UserError("the classsr phone bench exports an fp32 bundle: for fp16, export one with "
+                            "'edgesr export --model classsr --precision fp16' and pass it with --tflite DIR")
+        report = bench_bundle_on_device(adb, device.serial, args.tflite, None if args.tflite else prepare_model,
+                                        args.delegate, args.threads, args.input, settings, _progress)
+    else:
+        report = bench_on_device(adb, device.serial, None if args.tflite else prepare_model, args.tflite,
+                                 args.precision, args.delegate, args.threads, args.input, settings, _progress)
     facts = report["device"]
     print(f"bench on {facts['name']} ({device.serial}, Android {facts['android']}, {facts['abi']}, "
           f"SoC {facts['soc']}); cores {args.cores}; thermal before {facts['thermal_c']}, "
           f"after {facts['thermal_after_c']}")
     print(reports.format_table(report))
+    if "classsr" in report:
+        print("classsr routed estimate (classifier on all tiles + each class's tiles at its subnet's per-tile "
+              "time; host-side tiling/stitching not included):")
+        print(format_combined(report))
     print("device numbers come from benchmark_model (mean/min/max/std per run set; no median)")
     for path in reports.write_outputs(report, args.json, args.csv, args.plot, args.force):
         print(f"wrote {path}")
@@ -401,8 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "and TFLite files (LiteRT) on the same random and real images and print "
                             "max-abs error and PSNR for each pair. Exit 1 if a bound is broken.")
     _add_model_args(verify)
-    verify.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
-                        help="TFLite precisions to check (default: all)")
+    verify.add_argument("--precision", nargs="+", choices=PRECISIONS,
+                        help="TFLite precisions to check (default: all; smsr: fp32)")
     verify.add_argument("--sizes", type=_size_list, default=DEFAULT_SIZES,
                         help="LR input sizes HxW,... (default: 48x48,37x53,64x41)")
     verify.add_argument("--json", type=Path, help="also write the results to this JSON file")
@@ -444,7 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--cooldown", type=int, default=5, help="seconds to idle before each run (default: 5)")
     device.add_argument("--max-temp", type=float, metavar="C",
                         help="wait (up to 300 s) until every thermal zone is at or below C before each run")
-    device.add_argument("--tflite", type=Path, help="benchmark this .tflite file instead of exporting")
+    device.add_argument("--tflite", type=Path, help="benchmark this .tflite file (or exported ClassSR bundle "
+                        "directory) instead of exporting")
     device.add_argument("--benchmark-arg", action="append", default=[], metavar="FLAG",
                         help="extra benchmark_model flag, e.g. --benchmark-arg=--max_secs=60 (repeatable)")
     device.add_argument("--keep", action="store_true", help="leave the pushed models on the device")

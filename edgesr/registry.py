@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -9,7 +10,7 @@ from typing import Any, Protocol
 import torch.nn as nn
 
 from edgesr.errors import UserError
-from edgesr.models import ecbsr, splitsr
+from edgesr.models import classsr, ecbsr, smsr, splitsr
 
 
 class SRConfig(Protocol):
@@ -42,6 +43,21 @@ class ModelSpec:
     train_graph: Callable[[Any], nn.Module]
     deploy_graph: Callable[[Any], nn.Module]
     keras_graph: Callable[[nn.Module], Any]
+    # Multi-graph models (ClassSR): a module exporting resolve_output, export_bundle and
+    # verify_bundle; the CLI dispatches export/verify to it instead of the single-graph path.
+    bundle: str | None = None
+    # Extra PyTorch graphs built from the deploy graph that `verify` also compares with the
+    # reference at fp32 (SMSR: its sparse gather/GEMM/scatter path), by name.
+    extra_graphs: Callable[[nn.Module], dict[str, nn.Module]] | None = None
+    # Extra cost lines `export` and `bench` print for a deploy graph (SMSR: MACs at measured sparsity).
+    cost_notes: Callable[[nn.Module], list[str]] | None = None
+    # TFLite precisions `verify` checks when --precision is not given (None: all), and why not all.
+    verify_precisions: tuple[str, ...] | None = None
+    verify_note: str | None = None
+
+    def bundle_ops(self) -> Any:
+        """The bundle module (imported on first use), or None for single-graph models."""
+        return importlib.import_module(self.bundle) if self.bundle else None
 
     def check_scale(self, scale: int) -> None:
         """Refuse an upscale factor this model family does not support."""
@@ -67,6 +83,29 @@ def _splitsr_keras(deploy: nn.Module) -> Any:
     from export.keras_splitsr import build_keras_splitsr
 
     return build_keras_splitsr(deploy)
+
+
+def _smsr_keras(deploy: nn.Module) -> Any:
+    from export.keras_smsr import build_keras_smsr
+
+    return build_keras_smsr(deploy)
+
+
+def _smsr_sparse(deploy: nn.Module) -> dict[str, nn.Module]:
+    from edgesr.models.smsr_sparse import SMSRSparse
+
+    return {"sparse": SMSRSparse(deploy)}
+
+
+def _smsr_costs(deploy: nn.Module) -> list[str]:
+    from edgesr.models.smsr_sparse import cost_notes
+
+    return cost_notes(deploy)
+
+
+def _classsr_keras(deploy: nn.Module) -> Any:
+    raise UserError("classsr is a bundle of four graphs: export it with 'edgesr export --model classsr', which "
+                    "writes a directory (export/classsr_bundle.py)")
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -99,6 +138,42 @@ MODELS: dict[str, ModelSpec] = {
         train_graph=splitsr.SplitSR,
         deploy_graph=splitsr.SplitSRPlain,
         keras_graph=_splitsr_keras,
+    ),
+    "classsr": ModelSpec(
+        name="classsr",
+        summary="classifier routes 32x32 LR tiles to one of three branches (FSRCNN or SRResNet; RGB, 0..1)",
+        presets=classsr.PRESETS,
+        default_variant="FSRCNN-16-36-56",
+        scales=classsr.SCALES,
+        default_scale=4,
+        default_pixel_range=1.0,
+        parse_variant=classsr.parse_variant,
+        config_from_state_dict=classsr.config_from_state_dict,
+        is_deploy_state_dict=classsr.is_deploy_state_dict,
+        train_graph=classsr.ClassSR,
+        deploy_graph=classsr.ClassSRDeploy,
+        keras_graph=_classsr_keras,
+        bundle="export.classsr_bundle",
+    ),
+    "smsr": ModelSpec(
+        name="smsr",
+        summary="sparse mask SR: learned spatial/channel masks, dense-masked deploy graph + sparse path (RGB, 0..255)",
+        presets=smsr.PRESETS,
+        default_variant="C64-K5",
+        scales=smsr.SCALES,
+        default_scale=4,
+        default_pixel_range=255.0,
+        parse_variant=smsr.parse_variant,
+        config_from_state_dict=smsr.config_from_state_dict,
+        is_deploy_state_dict=smsr.is_deploy_state_dict,
+        train_graph=smsr.SMSR,
+        deploy_graph=smsr.deploy_graph_from_config,
+        keras_graph=_smsr_keras,
+        extra_graphs=_smsr_sparse,
+        cost_notes=_smsr_costs,
+        verify_precisions=("fp32",),
+        verify_note="smsr checks fp32 unless --precision is given: fp16/int8 weights flip argmax mask pixels "
+                    "near ties and miss their bounds (measured: benchmarks/results/smsr-masks.md)",
     ),
 }
 

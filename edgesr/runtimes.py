@@ -87,7 +87,7 @@ class TfliteGraph:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         result = _dequantize(self.bind(x)(), self.interpreter.get_output_details()[0])
-        return result.transpose(0, 3, 1, 2)
+        return result.transpose(0, 3, 1, 2) if result.ndim == 4 else result  # e.g. ClassSR's (N, classes) logits
 
     def bind(self, x: np.ndarray) -> Callable[[], np.ndarray]:
         """The staged input is NHWC (and int8 for int8 models); the call returns raw NHWC output."""
@@ -123,8 +123,12 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
 
 
 def open_model_file(path: Path, threads: int | None = None) -> Graph:
-    """Open an exported .onnx or .tflite file with its runtime."""
+    """Open an exported .onnx or .tflite file with its runtime (or a ClassSR bundle directory)."""
     path = Path(path)
+    if path.is_dir():
+        from edgesr.routed import RoutedBundle  # routed imports this module
+
+        return RoutedBundle(path, threads)
     if not path.is_file():
         raise UserError(f"model file {path} not found")
     if path.suffix == ".onnx":

@@ -34,6 +34,9 @@ class Recipe:
 RECIPES = {
     "ecbsr": Recipe(lr=5e-4, batch=32, hr_patch={2: 128, 3: 192, 4: 256}),
     "splitsr": Recipe(lr=1e-4, batch=16, hr_patch={2: 96, 3: 96, 4: 96}),
+    # SMSR: LR patch 96; lr halved every 200 of the paper's 1000 epochs. The model's
+    # training_loss adds the sparsity term and anneals tau (edgesr/models/smsr.py).
+    "smsr": Recipe(lr=2e-4, batch=16, hr_patch={2: 192, 3: 288, 4: 384}, milestones=(0.2, 0.4, 0.6, 0.8)),
 }
 
 
@@ -94,7 +97,9 @@ def train(model: torch.nn.Module, name: str, config: SRConfig, pairs: PairSet, s
         lr_np, hr_np = random_batch(pairs, settings.batch, settings.lr_patch, config.scale, rng)
         lr_t = torch.from_numpy(lr_np * pixel_range).to(device)
         hr_t = torch.from_numpy(hr_np * pixel_range).to(device)
-        loss = F.l1_loss(model(lr_t), hr_t)
+        model_loss = getattr(model, "training_loss", None)  # a model's own objective (SMSR: + sparsity)
+        loss = (model_loss(lr_t, hr_t, (iteration - 1) / settings.iters) if model_loss
+                else F.l1_loss(model(lr_t), hr_t))
         if not math.isfinite(loss.item()):
             raise ToolError(f"training loss became {loss.item()} at iteration {iteration}: lower --lr; the last "
                             f"good checkpoint is {output} (resume with --resume)")

@@ -25,6 +25,10 @@ def verify_prepared(prepared: PreparedModel, precisions: list[str], sizes: list[
     graphs["deploy"] = lambda: TorchGraph(prepared.deploy)
     ref = prepared.reference[0]
     pairs = [] if ref == "deploy" else [Pair("train", "deploy", "fp32")]
+    extra = prepared.spec.extra_graphs(prepared.deploy) if prepared.spec.extra_graphs else {}
+    for name, module in extra.items():  # e.g. SMSR's sparse path, checked like the deploy graph
+        graphs[name] = lambda module=module: TorchGraph(module)
+        pairs += [Pair(ref, name, "fp32")] + ([Pair("deploy", name, "fp32")] if ref != "deploy" else [])
     with tempfile.TemporaryDirectory(prefix="edgesr-verify-") as scratch:
         files = [("onnx", "fp32")] + [("tflite", p) for p in precisions]
         for fmt, precision in files:

@@ -16,18 +16,21 @@ from edgesr.quiet import captured_output
 OPSET = 18
 
 
-def export_onnx(module: nn.Module, path: Path, colors: int, opset: int = OPSET) -> None:
-    """Write `module` (NCHW float32 in -> out) to `path` with symbolic height/width."""
+def export_onnx(module: nn.Module, path: Path, colors: int, opset: int = OPSET,
+                example_shape: tuple[int, int, int, int] | None = None,
+                dynamic_dims: dict[int, str] | None = None, output_name: str = "sr") -> None:
+    """Write `module` (NCHW float32 in -> out) to `path` with symbolic height/width, or with the
+    `dynamic_dims` given (e.g. {0: "batch"} for fixed-size tiles; the example batch must then be >= 2)."""
     import onnxsim
 
-    example = torch.rand(1, colors, 32, 40)
+    example = torch.rand(*(example_shape or (1, colors, 32, 40)))
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         raw = Path(tmp) / "raw.onnx"
         with captured_output("torch.onnx.export"):
             torch.onnx.export(module.eval(), (example,), str(raw), dynamo=True, opset_version=opset,
-                              input_names=["lr"], output_names=["sr"], verbose=False,
-                              dynamic_shapes=({2: "height", 3: "width"},))
+                              input_names=["lr"], output_names=[output_name], verbose=False,
+                              dynamic_shapes=(dynamic_dims or {2: "height", 3: "width"},))
         model = onnx.load(str(raw))
     with captured_output("onnxsim"):
         simplified, ok = onnxsim.simplify(model)

@@ -1,0 +1,143 @@
+"""ClassSR's classifier and branches rebuilt in Keras (NHWC) with the PyTorch weights copied in.
+
+Every graph takes a batch of fixed-size tiles (static H/W, dynamic batch), so the bilinear
+skip of SRResNet lowers to a RESIZE_BILINEAR with static sizes (which TFLite runs) and no
+TRANSPOSE appears:
+- classifier: CONV_2D (4x4 stride 4), LEAKY_RELU, CONV_2D 1x1, MEAN, FULLY_CONNECTED;
+- FSRCNN: CONV_2D, PRELU (one shared slope), TRANSPOSE_CONV ('valid'), then a crop (STRIDED_SLICE)
+  that reproduces PyTorch's padding / output_padding;
+- SRResNet: CONV_2D, LEAKY_RELU, ADD, DEPTH_TO_SPACE (upconv channels permuted, see
+  edgesr/layout.py), RESIZE_BILINEAR (half-pixel centres = align_corners=False).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch.nn as nn
+
+from edgesr.layout import depth_to_space_order, oihw_to_hwio
+from edgesr.models.classsr import FSRCNN, Classifier, MSRResNet
+from export._tf import keras, tf
+from export.keras_ecbsr import DepthToSpace
+
+
+class SpatialMean(keras.layers.Layer):
+    """Global average pool, (N, H, W, C) -> (N, C) (lowers to MEAN)."""
+
+    def call(self, x):
+        return tf.reduce_mean(x, axis=[1, 2])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
+class ResizeBilinear(keras.layers.Layer):
+    """Bilinear upscaling by an integer factor with static sizes (PyTorch align_corners=False)."""
+
+    def __init__(self, scale: int, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+
+    def call(self, x):
+        return tf.image.resize(x, [x.shape[1] * self.scale, x.shape[2] * self.scale], method="bilinear")
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        return (n, h * self.scale, w * self.scale, c)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "scale": self.scale}
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().double().numpy()
+
+
+def _conv(layer: nn.Conv2d, name: str, order: list[int] | None = None):
+    """A Keras Conv2D carrying a torch conv's weights ('same' padding unless strided)."""
+    weight, bias = _np(layer.weight), _np(layer.bias)
+    if order is not None:
+        weight, bias = weight[order], bias[order]
+    stride = layer.stride[0]
+    conv = keras.layers.Conv2D(weight.shape[0], weight.shape[2], strides=stride,
+                               padding="valid" if stride > 1 else "same", name=name)
+    conv.build((None, None, None, weight.shape[1]))
+    conv.set_weights([oihw_to_hwio(weight).astype(np.float32), bias.astype(np.float32)])
+    return conv
+
+
+def _prelu(layer: nn.PReLU, name: str):
+    """PReLU with the torch module's slopes (one shared slope -> shared over H, W and C)."""
+    slopes = _np(layer.weight).astype(np.float32)
+    shared = [1, 2, 3] if slopes.size == 1 else [1, 2]
+    prelu = keras.layers.PReLU(shared_axes=shared, name=name)
+    prelu.build((None, 8, 8, 1 if slopes.size == 1 else slopes.size))
+    prelu.set_weights([slopes.reshape(prelu.get_weights()[0].shape)])
+    return prelu
+
+
+def _input(colors: int, tile: int, name: str = "lr"):
+    return keras.Input(shape=(tile, tile, colors), name=name)
+
+
+def build_keras_classifier(classifier: Classifier, colors: int, tile: int) -> keras.Model:
+    """Tiles (N, t, t, C) -> logits (N, classes)."""
+    lr = _input(colors, tile)
+    y = lr
+    for i, layer in enumerate(classifier.CondNet):
+        if isinstance(layer, nn.Conv2d):
+            y = _conv(layer, f"cond{i}")(y)
+        else:
+            y = keras.layers.LeakyReLU(negative_slope=layer.negative_slope, name=f"lrelu{i}")(y)
+    y = SpatialMean(name="pool")(y)
+    dense = keras.layers.Dense(classifier.lastOut.out_features, name="last_out")
+    dense.build((None, classifier.lastOut.in_features))
+    dense.set_weights([_np(classifier.lastOut.weight).T.astype(np.float32),
+                       _np(classifier.lastOut.bias).astype(np.float32)])
+    return keras.Model(lr, dense(y), name="classsr_classifier")
+
+
+def _fsrcnn(lr, net: FSRCNN):
+    head, act = net.head_conv
+    y = _prelu(act, "head_prelu")(_conv(head, "head")(lr))
+    for i, layer in enumerate(net.body_conv):
+        if isinstance(layer, nn.Sequential):
+            y = _prelu(layer[1], f"body{i}_prelu")(_conv(layer[0], f"body{i}")(y))
+        elif isinstance(layer, nn.PReLU):
+            y = _prelu(layer, f"body{i}_prelu")(y)
+        else:
+            y = _conv(layer, f"body{i}")(y)
+    tail = net.tail_conv
+    s, k, p = tail.stride[0], tail.kernel_size[0], tail.padding[0]
+    deconv = keras.layers.Conv2DTranspose(tail.out_channels, k, strides=s, padding="valid", name="tail")
+    deconv.build((None, None, None, tail.in_channels))
+    # torch ConvTranspose2d (in, out, kh, kw) -> Keras (kh, kw, out, in); both are conv2d's gradient, no flip
+    deconv.set_weights([np.ascontiguousarray(_np(tail.weight).transpose(2, 3, 1, 0)).astype(np.float32),
+                        _np(tail.bias).astype(np.float32)])
+    y = deconv(y)  # (H - 1) s + k; torch keeps [p, p + sH)
+    end = k - s - p
+    return keras.layers.Cropping2D(((p, end), (p, end)), name="tail_crop")(y)
+
+
+def _srresnet(lr, net: MSRResNet):
+    lrelu = keras.layers.LeakyReLU
+    nf = net.conv_first.out_channels
+    y = lrelu(negative_slope=0.1, name="first_lrelu")(_conv(net.conv_first, "conv_first")(lr))
+    for i, block in enumerate(net.recon_trunk):
+        z = keras.layers.ReLU(name=f"trunk{i}_relu")(_conv(block.conv1, f"trunk{i}_conv1")(y))
+        y = keras.layers.Add(name=f"trunk{i}_add")([y, _conv(block.conv2, f"trunk{i}_conv2")(z)])
+    s = net.pixel_shuffle.upscale_factor
+    stages = [net.upconv1, net.upconv2] if net.scale == 4 else [net.upconv1]
+    for i, conv in enumerate(stages, start=1):
+        y = DepthToSpace(s, name=f"shuffle{i}")(_conv(conv, f"upconv{i}", depth_to_space_order(nf, s))(y))
+        y = lrelu(negative_slope=0.1, name=f"up{i}_lrelu")(y)
+    y = lrelu(negative_slope=0.1, name="hr_lrelu")(_conv(net.HRconv, "HRconv")(y))
+    y = _conv(net.conv_last, "conv_last")(y)
+    return keras.layers.Add(name="skip")([y, ResizeBilinear(net.scale, name="bilinear")(lr)])
+
+
+def build_keras_branch(net: nn.Module, colors: int, tile: int, name: str) -> keras.Model:
+    """Tiles (N, t, t, C) -> SR tiles (N, s t, s t, C) for an FSRCNN or SRResNet branch."""
+    lr = _input(colors, tile)
+    sr = _fsrcnn(lr, net) if isinstance(net, FSRCNN) else _srresnet(lr, net)
+    return keras.Model(lr, sr, name=name)

@@ -1,0 +1,391 @@
+"""ClassSR: authors' key names, losses, routing, tiling/stitching, bundle export + host runtime, bad input."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from edgesr.checkpoints import read_checkpoint
+from edgesr.cli import main as cli_main
+from edgesr.errors import UserError
+from edgesr.images import photo, to_model_input
+from edgesr.models.classsr import (ClassSR, ClassSRConfig, average_loss, class_loss, config_from_state_dict,
+                                   deconv_padding, load_branches, parse_variant)
+from edgesr.pipeline import PreparedModel
+from edgesr.registry import get_model
+from edgesr.routed import MANIFEST, RoutedBundle, route_image, upscale_tiled
+from edgesr.runtimes import TorchGraph
+from edgesr.tiling import Tiling, axis_weights, extract_tiles, pad_to_tile, stitch
+from export.classsr_bundle import export_bundle, hard_routed_reference
+
+TINY_FSRCNN = "FSRCNN-4-6-8-S4M1"
+TINY_SRRESNET = "SRResNet-4-6-8-B1"
+
+
+def _model(variant: str = TINY_FSRCNN, scale: int = 4, seed: int = 0) -> ClassSR:
+    """A tiny ClassSR with perturbed biases/slopes and a classifier whose logits are centred and
+    spread over photo tiles, so all three classes occur (random init sends every tile to one)."""
+    torch.manual_seed(seed)
+    model = ClassSR(parse_variant(variant, scale)).eval()
+    tiles, _ = extract_tiles(to_model_input(photo("chelsea")[:120, :160], 3, 1.0), Tiling())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias") or (p.dim() == 1 and name.startswith("net")):
+                p.add_(torch.randn(p.shape) * 0.05)
+        features = model.classifier.CondNet(torch.from_numpy(tiles)).mean(dim=(2, 3))
+        last = model.classifier.lastOut
+        last.weight.div_(features.std(0).mean())
+        last.bias.copy_(-(features.mean(0) @ last.weight.T))
+    return model
+
+
+def _prepared(model: ClassSR) -> PreparedModel:
+    return PreparedModel(get_model("classsr"), model.config, model, model.reparameterize(), "test weights", True)
+
+
+# --- architecture and checkpoints --------------------------------------------------------------
+
+def test_fsrcnn_keys_follow_the_authors():
+    sd = ClassSR(parse_variant("FSRCNN", 4)).state_dict()
+    conv = lambda p: {f"{p}.weight", f"{p}.bias"}  # noqa: E731
+    classifier = set().union(*(conv(f"classifier.CondNet.{i}") for i in (0, 2, 4, 6, 8))) | conv("classifier.lastOut")
+    branch = (conv("head_conv.0") | {"head_conv.1.weight", "body_conv.0.1.weight", "body_conv.5.weight",
+                                     "body_conv.6.1.weight"} | conv("body_conv.0.0") | conv("body_conv.6.0")
+              | set().union(*(conv(f"body_conv.{i}") for i in (1, 2, 3, 4))) | conv("tail_conv"))
+    assert set(sd) == classifier | {f"net{k}.{key}" for k in (1, 2, 3) for key in branch}
+    assert sd["classifier.CondNet.0.weight"].shape == (128, 3, 4, 4)
+    assert sd["classifier.lastOut.weight"].shape == (3, 32)
+    assert [sd[f"net{k}.head_conv.0.weight"].shape[0] for k in (1, 2, 3)] == [16, 36, 56]
+    assert sd["net3.tail_conv.weight"].shape == (56, 3, 9, 9) and sd["net1.head_conv.1.weight"].shape == (1,)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_srresnet_keys_and_config_round_trip(scale):
+    cfg = parse_variant(TINY_SRRESNET, scale)
+    sd = ClassSR(cfg).state_dict()
+    assert {"net2.conv_first.weight", "net2.recon_trunk.0.conv1.weight", "net2.recon_trunk.0.conv2.bias",
+            "net2.upconv1.weight", "net2.HRconv.weight", "net2.conv_last.weight"} <= set(sd)
+    assert ("net1.upconv2.weight" in sd) == (scale == 4)
+    assert config_from_state_dict(sd) == cfg
+    assert parse_variant("SRResNet", scale).widths == (36, 52, 64) and parse_variant("srresnet", 4).depth == 16
+    assert parse_variant("fsrcnn-16-36-56-s12m4", 4).variant == "FSRCNN-16-36-56"
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_fsrcnn_tail_gives_exactly_s_times_the_input(scale):
+    padding, output_padding = deconv_padding(scale)
+    assert (padding, output_padding) == {2: (4, 1), 3: (3, 0), 4: (3, 1)}[scale]  # x4 = the authors' (3, 1)
+    net = ClassSR(parse_variant(TINY_FSRCNN, scale)).net1
+    assert net(torch.rand(1, 3, 7, 10)).shape == (1, 3, 7 * scale, 10 * scale)
+
+
+def test_official_checkpoints_load_strict_with_module_prefix_and_branch_files(tmp_path):
+    model = _model()
+    path = tmp_path / "classsr.pth"
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, path)
+    checkpoint = read_checkpoint(path)
+    assert config_from_state_dict(checkpoint.state_dict) == model.config
+    fresh = ClassSR(model.config).eval()
+    fresh.load_state_dict(checkpoint.state_dict, strict=True)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x))
+    branches = []
+    for k, net in enumerate(model.branches, start=1):  # stage-1 files: one branch each, keys without a prefix
+        branches.append(tmp_path / f"net{k}.pth")
+        torch.save({f"module.{key}": v for key, v in net.state_dict().items()}, branches[-1])
+    other = ClassSR(model.config).eval()
+    load_branches(other, branches, classifier=str(path))
+    with torch.no_grad():
+        assert torch.equal(other(x), model(x))
+    with pytest.raises(UserError, match="one branch"):
+        config_from_state_dict(read_checkpoint(branches[0]).state_dict)
+    with pytest.raises(UserError, match="three branches"):
+        load_branches(other, branches[:2])
+
+
+def test_variant_errors():
+    for bad, message in [("CARN", "unknown classsr variant"), ("FSRCNN-0-6-8", "widths")]:
+        with pytest.raises(UserError, match=message):
+            parse_variant(bad, 4)
+    with pytest.raises(UserError, match="scale 5"):
+        parse_variant("FSRCNN", 5)
+    assert get_model("classsr").config(None, None) == ClassSRConfig()
+
+
+# --- losses and routing ------------------------------------------------------------------------
+
+def _authors_class_loss(p):  # codes/models/loss.py, class_loss_3class
+    return sum(2 - (abs(r[0] - r[1]) + abs(r[0] - r[2]) + abs(r[1] - r[2])) for r in p) / len(p)
+
+
+def _authors_average_loss(p):  # codes/models/loss.py, average_loss_3class
+    n = len(p)
+    return sum(abs(sum(r[k] for r in p) - n / 3) for k in range(3)) / (n / 3 * 4)
+
+
+def test_losses_match_the_authors_and_their_extremes():
+    probs = torch.softmax(torch.randn(7, 3, generator=torch.Generator().manual_seed(0)), dim=1)
+    assert class_loss(probs).item() == pytest.approx(float(_authors_class_loss(probs)), abs=1e-6)
+    assert average_loss(probs).item() == pytest.approx(float(_authors_average_loss(probs)), abs=1e-6)
+    one_hot = torch.eye(3).repeat(2, 1)
+    assert class_loss(one_hot).item() == 0 and average_loss(one_hot).item() == 0
+    assert class_loss(torch.full((4, 3), 1 / 3)).item() == pytest.approx(2.0)
+    assert average_loss(torch.tensor([[1.0, 0, 0]] * 3)).item() == pytest.approx(1.0)
+
+
+def test_soft_and_hard_routing():
+    model = _model(TINY_SRRESNET, 3)
+    x = torch.from_numpy(extract_tiles(to_model_input(photo("chelsea")[:60, :90], 3, 1.0), Tiling())[0])
+    with torch.no_grad():
+        model.train()
+        soft, probs = model.route_soft(x)
+        model.eval()
+        expected = sum(probs[:, k, None, None, None] * net(x) for k, net in enumerate(model.branches))
+        assert torch.allclose(soft, expected, atol=1e-6) and torch.allclose(probs.sum(1), torch.ones(len(x)))
+        hard, classes = model.route_hard(x)
+        assert len(set(classes.tolist())) > 1
+        for i, k in enumerate(classes.tolist()):
+            assert torch.allclose(hard[i], model.branches[k](x[i:i + 1])[0], atol=1e-6)
+        assert torch.equal(model(x), hard)
+
+
+# --- tiling and stitching ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("height,width", [(32, 32), (61, 33), (100, 57), (20, 7), (60, 88)])
+@pytest.mark.parametrize("blend", ["ramp", "mean"])
+def test_stitching_covers_every_pixel_and_weights_sum_to_one(height, width, blend):
+    tiling = Tiling(blend=blend)
+    x = np.random.default_rng(0).random((1, 3, height, width)).astype(np.float32)
+    padded = pad_to_tile(x, tiling.tile)
+    h, w = padded.shape[2:]
+    tiles, origins = extract_tiles(padded, tiling)
+    assert max(t for t, _ in origins) == h - 32 and max(left for _, left in origins) == w - 32  # border-aligned
+    for length in (h, w):
+        starts = tiling.starts(length)
+        total = np.zeros(length * 2)
+        for weight, start in zip(axis_weights(starts, length, 32, 2, blend), starts, strict=True):
+            assert weight.min() > 0
+            total[start * 2:start * 2 + 64] += weight
+        assert np.allclose(total, 1.0)  # 1-D sums of one, and the 2-D weights are their outer products
+    assert np.allclose(stitch(np.ones((len(tiles), 1, 64, 64), np.float32), tiling, h, w, 2), 1.0)
+    # tiles that agree where they overlap (nearest upsampling) stitch back exactly: no seam, no shift
+    nearest = tiles.repeat(2, axis=2).repeat(2, axis=3)
+    sr, _ = upscale_tiled(x, tiling, 2, lambda t: (t.repeat(2, axis=2).repeat(2, axis=3), np.zeros(len(t), int)))
+    assert np.allclose(stitch(nearest, tiling, h, w, 2), padded.repeat(2, axis=2).repeat(2, axis=3), atol=1e-6)
+    assert sr.shape == (1, 3, height * 2, width * 2)
+    assert np.allclose(sr, x.repeat(2, axis=2).repeat(2, axis=3), atol=1e-6)
+
+
+def _tent_branches(model: ClassSR) -> None:
+    """Set every FSRCNN branch to exact tent (linear) upsampling: identity convs, PReLU slope 1,
+    a separable triangle kernel in the transposed conv. The untiled result is then known."""
+    s = model.config.scale
+    padding = model.net1.tail_conv.padding[0]
+    tap = np.maximum(0, 1 - np.abs((np.arange(9) - padding + 0.5) / s - 0.5))
+    with torch.no_grad():
+        for net in model.branches:
+            for module in net.modules():
+                if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                    module.weight.zero_()
+                    module.bias.zero_()
+                    k = module.weight.shape[2]
+                    for c in range(3):
+                        module.weight[c, c] = torch.from_numpy(np.outer(tap, tap)) if k == 9 else 0
+                        if k < 9:
+                            module.weight[c, c, k // 2, k // 2] = 1
+                elif isinstance(module, torch.nn.PReLU):
+                    module.weight.fill_(1.0)
+
+
+def test_ramp_blend_removes_the_seams_plain_averaging_leaves():
+    model = _model()
+    _tent_branches(model)
+    x = to_model_input(photo("chelsea")[:120, :200], 3, 1.0)
+    with torch.no_grad():
+        untiled = model.net1(torch.from_numpy(x)).numpy()
+    joints = sorted({4 * c for _, left in Tiling().origins(120, 200) for c in (left, left + 32)} - {0, 800})
+    ratio = {}
+    for blend in ("ramp", "mean"):
+        deploy = model.reparameterize(Tiling(blend=blend))
+        sr = TorchGraph(deploy)(x)
+        step = lambda img: np.abs(img[..., joints] - img[..., [j - 1 for j in joints]]).mean()  # noqa: E731
+        ratio[blend] = (step(sr) / step(untiled), 10 * np.log10(1 / np.mean((sr - untiled) ** 2)))
+    assert ratio["ramp"][0] < 1.1 and ratio["ramp"][1] > 60  # seam-free: joints step like the untiled image
+    assert ratio["mean"][0] > 3  # the authors' plain average shows the branches' zero-padding at tile edges
+
+
+def test_tiling_errors():
+    with pytest.raises(UserError, match="stride"):
+        Tiling(32, 40)
+    with pytest.raises(UserError, match="blend"):
+        Tiling(blend="max")
+    with pytest.raises(UserError, match="multiple of 4"):
+        _model().reparameterize(Tiling(30, 26))
+
+
+def test_torch_routed_bundle_equals_hard_routed_training_graph():
+    model = _model()
+    deploy = model.reparameterize(Tiling(32, 24))
+    x = to_model_input(photo("astronaut")[100:175, 200:290], 3, 1.0)
+    reference, classes = upscale_tiled(x, deploy.tiling, 4, hard_routed_reference(model))
+    result = route_image(x, TorchGraph(deploy.classifier), [TorchGraph(n) for n in deploy.branches],
+                         deploy.tiling, 4, batch=2)
+    assert np.abs(result.sr - reference).max() <= 1e-5 and np.array_equal(result.classes, classes)
+    assert np.abs(TorchGraph(deploy)(x) - reference).max() <= 1e-5
+    assert sum(result.histogram) == len(deploy.tiling.origins(75, 90)) and np.count_nonzero(result.histogram) >= 2
+
+
+# --- exported bundle, host runtime ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tflite_bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "classsr_tflite"
+    report = export_bundle(_prepared(_model()), "tflite", "fp32", out)
+    return out, report
+
+
+def test_tflite_bundle_upscales_a_photo_seam_free_with_class_shares_and_macs(tflite_bundle):
+    out, report = tflite_bundle
+    assert sorted(p.name for p in out.iterdir()) == ["classifier.tflite", MANIFEST, "net1.tflite", "net2.tflite",
+                                                    "net3.tflite"]
+    assert all(c.passed for c in report.checks) and "TRANSPOSE" not in report.ops
+    assert {c.reference for c in report.checks} == {"classifier", "net1", "net2", "net3", "image"}
+    text = report.format()
+    assert "tiles: simple" in text and "largest branch" in text
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert (manifest["tile"], manifest["stride"], manifest["scale"], manifest["blend"]) == (32, 28, 4, "ramp")
+    assert [c["graph"] for c in manifest["classes"]] == ["net1", "net2", "net3"]
+    model = _model()
+    bundle = RoutedBundle(out)
+    x = to_model_input(photo("chelsea"), 3, 1.0)  # a whole photo, 300x451: last tiles border-aligned
+    result = bundle.route(x)
+    reference, classes = upscale_tiled(x, bundle.tiling, 4, hard_routed_reference(model))
+    assert result.sr.shape == (1, 3, 1200, 1804) and np.array_equal(result.classes, classes)
+    assert np.abs(result.sr - reference).max() <= 1e-5
+    assert min(result.histogram) > 0 and result.macs_spent < result.macs_largest + len(classes) * bundle.macs.classifier
+    assert result.macs_largest == len(classes) * max(bundle.macs.subnets)
+    # seams: the step across tile joints is no larger than across other pixel columns/rows
+    joints = sorted({c for _, left in bundle.tiling.origins(300, 451) for c in (left, left + 32)} - {0, 451})
+    step = np.abs(np.diff(result.sr, axis=3)).mean(axis=(0, 1, 2))
+    assert step[[4 * c - 1 for c in joints]].mean() < 1.5 * step.mean()
+    small = bundle(x[:, :, :20, :13])  # smaller than one tile: padded, then cropped back
+    assert small.shape == (1, 3, 80, 52)
+    assert np.abs(small - upscale_tiled(x[:, :, :20, :13], bundle.tiling, 4, hard_routed_reference(model))[0]).max() \
+        <= 1e-5
+    assert np.abs(bundle.largest_only(x[:, :, :40, :60]) - upscale_tiled(
+        x[:, :, :40, :60], bundle.tiling, 4, lambda t: (model.net3(torch.from_numpy(t)).detach().numpy(),
+                                                        np.full(len(t), 2)))[0]).max() <= 1e-5
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_bundle_bad_input(tflite_bundle, tmp_path):
+    out, _ = tflite_bundle
+    with pytest.raises(UserError, match="not found"):
+        RoutedBundle(tmp_path / "nothing")
+    broken = _copy(out, tmp_path / "no_manifest")
+    (broken / MANIFEST).unlink()
+    with pytest.raises(UserError, match="no manifest.json"):
+        RoutedBundle(broken)
+    changed = _copy(out, tmp_path / "changed")
+    (changed / "net2.tflite").write_bytes((changed / "net1.tflite").read_bytes())
+    with pytest.raises(UserError, match="net2.tflite does not match the checksum"):
+        RoutedBundle(changed)
+    missing = _copy(out, tmp_path / "missing")
+    (missing / "net3.tflite").unlink()
+    with pytest.raises(UserError, match="net3.tflite, which is not a file"):
+        RoutedBundle(missing)
+    for field, value, message in [("scale", 2, "x4.*manifest says x2"),
+                                  ("tile", 36, "does not run on the manifest.s 36x36 tile"),
+                                  ("format", "other", "not an edgesr-classsr-bundle"),
+                                  ("stride", "28", "field 'stride' is missing or has the wrong type")]:
+        edited = _copy(out, tmp_path / f"edited_{field}")
+        manifest = json.loads((edited / MANIFEST).read_text())
+        manifest[field] = value
+        (edited / MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(UserError, match=message):
+            RoutedBundle(edited)
+    garbled = _copy(out, tmp_path / "garbled")
+    (garbled / MANIFEST).write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        RoutedBundle(garbled)
+
+
+def test_cli_bundle_errors(tmp_path, capsys):
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("x")
+    ckpt = tmp_path / "net1.pth"
+    torch.save(_model().net1.state_dict(), ckpt)
+    cases = [(["--precision", "int8"], "int8"), (["-o", str(tmp_path / "m.tflite")], "names a file"),
+             (["-o", str(existing)], "already exists"), (["-o", str(existing), "--force"], "not an edgesr bundle"),
+             (["--weights", str(ckpt)], "one branch"), (["--scale", "5"], "scale 5")]
+    for extra, message in cases:
+        code = cli_main(["export", "--model", "classsr", "--variant", TINY_FSRCNN, *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, (extra, err)
+    assert (existing / "keep.txt").is_file()
+
+
+@pytest.mark.slow
+def test_cli_export_onnx_and_verify(tmp_path, capsys):
+    out = tmp_path / "onnx_bundle"
+    assert cli_main(["export", "--model", "classsr", "--variant", TINY_SRRESNET, "--scale", "2", "--format", "onnx",
+                     "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "no TRANSPOSE op" in text and "FAIL" not in text
+    assert cli_main(["export", "--model", "classsr", "--variant", TINY_SRRESNET, "--scale", "2", "--format", "onnx",
+                     "-o", str(out), "--force"]) == 0
+    x = to_model_input(photo("rocket")[:50, :70], 3, 1.0)
+    assert RoutedBundle(out)(x).shape == (1, 3, 100, 140)
+    assert cli_main(["verify", "--model", "classsr", "--variant", TINY_FSRCNN, "--precision", "fp32", "fp16",
+                     "--sizes", "40x60,20x26"]) == 0
+    table = capsys.readouterr().out
+    for row in ("classifier onnx-fp32", "net3       tflite-fp16", "image      deploy", "image      tflite-fp32"):
+        assert row in table
+
+
+def test_phone_bench_benchmarks_each_graph_and_combines_the_histogram(tflite_bundle, tmp_path, monkeypatch, capsys):
+    from android_bench.loopback_device import AdbServer
+    from test_adb_bench import STANDIN, _start_device
+
+    out, _ = tflite_bundle
+    server = AdbServer()
+    server.start()
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", server.env["ANDROID_ADB_SERVER_PORT"])
+    phone = _start_device(tmp_path / "phone", server)
+    try:
+        code = cli_main(["bench", "--device", "adb", "--tflite", str(out), "--input", "60x90", "--warmup", "1",
+                         "--runs", "3", "--cooldown", "0", "--benchmark-binary", str(STANDIN),
+                         "--json", str(tmp_path / "r.json")])
+    finally:
+        phone.stop()
+        server.stop()
+    printed = capsys.readouterr().out
+    assert code == 0 and "classsr routed estimate" in printed
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [c["model"] for c in report["cases"]] == ["classsr.classifier", "classsr.net1", "classsr.net2",
+                                                     "classsr.net3"]
+    assert [c["input"] for c in report["cases"]] == [[8, 3, 32, 32]] * 4  # 60x90 -> 2 x 4 tiles, one batch
+    (row,) = report["classsr"]
+    assert sum(row["histogram"].values()) == row["tiles"] == 8 and row["routed_ms"] > 0 and row["largest_ms"] > 0
+
+
+def test_cli_upscale_runs_the_exported_bundle(tflite_bundle, tmp_path):
+    from PIL import Image
+
+    out, _ = tflite_bundle
+    image = tmp_path / "in.png"
+    Image.fromarray((photo("astronaut")[:50, :70] * 255).round().astype(np.uint8)).save(image)
+    assert cli_main(["upscale", str(image), "-o", str(tmp_path / "sr.png"), "--model", "classsr", "--variant",
+                     TINY_FSRCNN, "--model-file", str(out)]) == 0
+    sr = np.asarray(Image.open(tmp_path / "sr.png")).astype(np.float64) / 255
+    x = to_model_input(np.asarray(Image.open(image)).astype(np.float64) / 255, 3, 1.0)
+    reference = upscale_tiled(x, Tiling(), 4, hard_routed_reference(_model()))[0][0].transpose(1, 2, 0)
+    assert sr.shape == (200, 280, 3) and np.abs(sr - np.clip(reference, 0, 1)).max() <= 1 / 255 + 1e-6
