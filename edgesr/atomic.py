@@ -11,12 +11,8 @@ from pathlib import Path
 from edgesr.errors import UserError
 
 
-def check_output_path(path: Path, force: bool) -> None:
-    """Refuse an existing output (without --force) or a folder we cannot write into."""
-    if path.is_dir():
-        raise UserError(f"output path {path} is a directory: pass a file name with -o")
-    if path.exists() and not force:
-        raise UserError(f"output file {path} already exists: pass --force to overwrite it")
+def ensure_writable_parent(path: Path) -> None:
+    """Create the folder that will hold `path` and refuse one we cannot write into."""
     parent = path.parent if str(path.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -24,6 +20,15 @@ def check_output_path(path: Path, force: bool) -> None:
         raise UserError(f"cannot create output folder {parent}: {exc.strerror}") from None
     if not os.access(parent, os.W_OK):
         raise UserError(f"output folder {parent} is not writable: choose another path with -o")
+
+
+def check_output_path(path: Path, force: bool) -> None:
+    """Refuse an existing output (without --force) or a folder we cannot write into."""
+    if path.is_dir():
+        raise UserError(f"output path {path} is a directory: pass a file name with -o")
+    if path.exists() and not force:
+        raise UserError(f"output file {path} already exists: pass --force to overwrite it")
+    ensure_writable_parent(path)
 
 
 def _umask() -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgesr.atomic import ensure_writable_parent
 from edgesr.errors import ParityError, UserError
 from edgesr.images import photo_crop, verification_inputs
 from edgesr.models.classsr import CLASSES, ClassSR, ClassSRDeploy, tile_macs
@@ -123,13 +124,7 @@ def resolve_output(prepared: PreparedModel, fmt: str, precision: str, out: Path 
         if any(out.iterdir()) and not (out / MANIFEST).is_file():
             raise UserError(f"output directory {out} is not an edgesr bundle (no {MANIFEST}): refusing to replace "
                             "it; choose another path with -o")
-    parent = out.parent if str(out.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output folder {parent}: {exc.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"output folder {parent} is not writable: choose another path with -o")
+    ensure_writable_parent(out)
     return out
 
 
