@@ -3,8 +3,10 @@
 For each built-in checkpoint, PSNR/SSIM on the Y channel (papers' protocol, see edgesr/evaluate.py)
 on the held-out photos (scikit-image's bundled ones, never used for training), for the training
 graph, the deploy graph and every exported file (each parity-checked when exported), next to
-bicubic on the same LR. Writes benchmarks/results/quality.{json,md} and refreshes the table
-between <!-- quality:ecbsr --> markers in README.md.
+bicubic on the same LR. ClassSR has no whole-image training graph: its rows are the routed
+PyTorch bundle and the exported bundles (RoutedBundle on ONNX Runtime / LiteRT). Writes
+benchmarks/results/quality.{json,md} and refreshes the table between <!-- quality:shipped -->
+markers in README.md.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from edgesr.pipeline import PreparedModel, prepare
 from edgesr.runtimes import Graph, TorchGraph, open_model_file
 from export.pipeline import export_verified
 
-SHIPPED = (("ecbsr", "M4C16", 4), ("ecbsr", "M4C16", 2))
+SHIPPED = (("ecbsr", "M4C16", 4), ("ecbsr", "M4C16", 2), ("classsr", "FSRCNN-16-36-56", 4))
 FILES = (("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8"))
 
 
@@ -33,12 +35,22 @@ def _progress(message: str) -> None:
 
 
 def _graphs(prepared: PreparedModel, scratch: Path) -> dict[str, Graph]:
-    """The training and deploy graphs plus every verified export of this model."""
-    graphs: dict[str, Graph] = {"train": TorchGraph(prepared.train), "deploy": TorchGraph(prepared.deploy)}
-    for fmt, precision in FILES:
+    """The training (single-graph models) and deploy graphs plus every verified export."""
+    bundle = prepared.spec.bundle_ops()
+    if bundle is not None:
+        graphs: dict[str, Graph] = {"deploy": TorchGraph(prepared.deploy)}
+        files = [(fmt, p) for fmt, precisions in bundle.PRECISIONS.items() for p in precisions]
+    else:
+        graphs = {"train": TorchGraph(prepared.train), "deploy": TorchGraph(prepared.deploy)}
+        files = list(FILES)
+    for fmt, precision in files:
         _progress(f"exporting {prepared.label} {fmt} {precision} (parity-checked)")
-        path = scratch / f"{prepared.spec.name}-x{prepared.config.scale}-{precision}.{fmt}"
-        export_verified(prepared, fmt, precision, path, force=True)
+        path = scratch / f"{prepared.spec.name}-x{prepared.config.scale}-{fmt}-{precision}"
+        if bundle is not None:  # a directory: classifier + subnets + manifest
+            bundle.export_bundle(prepared, fmt, precision, path, force=True)
+        else:
+            path = path.with_suffix(f".{fmt}")
+            export_verified(prepared, fmt, precision, path, force=True)
         graphs[f"{fmt}-{precision}"] = open_model_file(path)
     return graphs
 
@@ -63,13 +75,16 @@ def measure(models=SHIPPED) -> dict:
 
 
 def to_markdown(result: dict) -> str:
-    """The README table: one row per model and graph, with the loss vs the training graph."""
-    lines = ["| model | graph | PSNR-Y dB | SSIM-Y | PSNR-RGB dB | bicubic PSNR-Y | gain over bicubic | vs training graph |",
+    """The README table: one row per model and graph, with the loss vs the model's first graph
+    (the training graph; ClassSR: the routed PyTorch bundle)."""
+    lines = ["| model | graph | PSNR-Y dB | SSIM-Y | PSNR-RGB dB | bicubic PSNR-Y | gain over bicubic | vs first graph |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    train = {(r["variant"], r["scale"]): r["mean"]["psnr_y"] for r in result["rows"] if r["graph"] == "train"}
+    first: dict[tuple, float] = {}
+    for r in result["rows"]:
+        first.setdefault((r["model"], r["variant"], r["scale"]), r["mean"]["psnr_y"])
     for r in result["rows"]:
         m = r["mean"]
-        delta = m["psnr_y"] - train[(r["variant"], r["scale"])]
+        delta = m["psnr_y"] - first[(r["model"], r["variant"], r["scale"])]
         lines.append(f"| {r['model']}-{r['variant']} x{r['scale']} | {r['graph']} | {m['psnr_y']:.3f} | "
                      f"{m['ssim_y']:.4f} | {m['psnr_rgb']:.3f} | {m['bicubic_psnr_y']:.3f} | "
                      f"{m['psnr_y'] - m['bicubic_psnr_y']:+.3f} | {delta:+.3f} |")
@@ -90,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     table = to_markdown(result)
     print(table)
     write_bytes_atomic(RESULTS / "quality.md", (table + "\n").encode(), force=True)
-    where = "README.md and " if refresh_readme("ecbsr", table, kind="quality") else ""
+    where = "README.md and " if refresh_readme("shipped", table, kind="quality") else ""
     print(f"wrote {where}benchmarks/results/quality.{{json,md}}")
     return 0
 

@@ -300,6 +300,18 @@ def _data_folder(text: str, scratch: Path) -> Path:
     return Path(text)
 
 
+def _training_stage(model: str, stage: str | None) -> str | None:
+    """ClassSR trains in stages and needs --stage; no other model has stages."""
+    from edgesr.models.classsr import STAGES
+
+    if model == "classsr" and stage is None:
+        raise UserError(f"classsr trains in three stages: pass --stage {STAGES[0]}, then --stage {STAGES[1]} "
+                        f"--weights <its checkpoint>, then --stage {STAGES[2]} --weights <that checkpoint>")
+    if model != "classsr" and stage is not None:
+        raise UserError(f"--stage is for classsr's staged recipe; {model} trains in one stage: drop --stage")
+    return stage
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model on a folder of HR images and save an edgesr checkpoint."""
     import tempfile
@@ -314,30 +326,45 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     spec = get_model(args.model)
     recipe = recipe_for(spec.name)
+    stage = _training_stage(spec.name, args.stage)
     config = spec.config(args.variant, args.scale, args.pixel_range)
     settings = TrainSettings(args.iters, args.batch or recipe.batch, args.patch or recipe.lr_patch(config.scale),
-                             args.lr or recipe.lr, args.seed, args.save_every)
+                             args.lr or recipe.lr_for(stage), args.seed, args.save_every)
     if settings.iters < 1 or settings.batch < 1 or settings.lr_patch < 4 or settings.lr <= 0:
         raise UserError("--iters and --batch must be >= 1, --patch >= 4 and --lr > 0")
+    if args.resume and args.weights:
+        raise UserError("--resume continues the run saved in --output; --weights starts a new run from a "
+                        "checkpoint: pass one of them")
     resume_state = None
     if args.output.exists() and not (args.resume or args.force):
         raise UserError(f"{args.output} exists: pass --resume to continue that run or --force to start over")
     torch.manual_seed(args.seed)
     model = spec.train_graph(config)
-    if args.resume and args.output.exists():
-        checkpoint = read_checkpoint(args.output)
-        if checkpoint.metadata.get("config") != config.to_dict():
-            raise UserError(f"{args.output} was trained as {checkpoint.metadata.get('config')}, not "
-                            f"{config.to_dict()}: pass the same --variant/--scale to resume")
-        load_strict(model, checkpoint.state_dict, f"{spec.name} {config.variant} x{config.scale}")
+    label = f"{spec.name} {config.variant} x{config.scale}"
+    start_from = args.output if args.resume and args.output.exists() else args.weights
+    if start_from:
+        checkpoint = read_checkpoint(start_from)
+        saved = checkpoint.metadata.get("config")
+        if saved is not None and saved != config.to_dict():
+            raise UserError(f"{start_from} was trained as {saved}, not {config.to_dict()}: pass the same "
+                            "--variant/--scale/--pixel-range")
+        load_strict(model, checkpoint.state_dict, label)
+    if start_from and args.resume:
+        saved_stage = checkpoint.metadata.get("stage")
+        if saved_stage != stage:
+            raise UserError(f"{args.output} was saved in training stage {saved_stage}, not {stage}: pass "
+                            f"--stage {saved_stage} to resume it")
         resume_state = torch.load(args.output, map_location="cpu", weights_only=True).get("train_state")
         if resume_state is None:
             raise UserError(f"{args.output} is a finished run ({checkpoint.metadata.get('iterations')} iterations): "
-                            "raise nothing to resume; use --force to start over")
+                            "there is nothing to resume; use --force to start over")
+    if stage:
+        model.set_stage(stage)
     pairs = load_pairs(args.data, config.scale, config.colors, min_lr_side=settings.lr_patch)
-    _progress(f"training {spec.name} {config.variant} x{config.scale} on {len(pairs.names)} images "
-              f"({len(pairs.skipped)} skipped) for {settings.iters} iterations: batch {settings.batch}, "
-              f"LR patch {settings.lr_patch}, Adam lr {settings.lr:g}, L1, seed {settings.seed}")
+    what = f"stage {stage}" if stage else "L1"
+    _progress(f"training {label} on {len(pairs.names)} images ({len(pairs.skipped)} skipped) for "
+              f"{settings.iters} iterations: batch {settings.batch}, LR patch {settings.lr_patch}, Adam lr "
+              f"{settings.lr:g}, {what}, seed {settings.seed}")
     train(model, spec.name, config, pairs, settings, args.output, resume_state, _progress)
     print(f"saved {args.output} ({args.output.stat().st_size / 1024:.0f} KiB)")
     if args.val:
@@ -509,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed for init, crops and order (default: 0)")
     train.add_argument("--save-every", type=int, default=500, help="checkpoint interval (default: 500)")
     train.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write (atomically)")
+    train.add_argument("--stage", choices=["branches", "classifier", "joint"],
+                       help="classsr only: recipe stage (branches, then classifier with frozen branches, then "
+                       "joint); start each later stage from the previous one with --weights")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --output")
     train.add_argument("--force", action="store_true", help="start over even if --output exists")
     train.set_defaults(func=cmd_train)

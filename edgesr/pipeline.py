@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +45,13 @@ class PreparedModel:
 
 
 def _config_for_checkpoint(spec: ModelSpec, state_dict: dict, variant: str | None, scale: int | None,
-                           pixel_range: float, path: Path) -> SRConfig:
-    """The checkpoint's own architecture; explicit --variant/--scale must agree with it."""
+                           pixel_range: float, path: Path, saved_scale: int | None = None) -> SRConfig:
+    """The checkpoint's own architecture; explicit --variant/--scale must agree with it. An
+    edgesr checkpoint's recorded scale wins where the weights cannot tell (ClassSR-FSRCNN's
+    transposed-conv stride is not stored); the strict load then checks every shape."""
     found = spec.config_from_state_dict(state_dict, pixel_range)
+    if saved_scale and saved_scale != found.scale:
+        found = dataclasses.replace(found, scale=saved_scale)
     if scale is not None:
         spec.check_scale(scale)
         if scale != found.scale:
@@ -76,7 +81,8 @@ def prepare(model: str, variant: str | None = None, scale: int | None = None, we
     if pixel_range is None:
         saved = checkpoint.metadata.get("config", {}).get("pixel_range")
         pixel_range = saved or (1.0 if checkpoint.source_format == "basicsr" else spec.default_pixel_range)
-    config = _config_for_checkpoint(spec, checkpoint.state_dict, variant, scale, pixel_range, weights)
+    config = _config_for_checkpoint(spec, checkpoint.state_dict, variant, scale, pixel_range, weights,
+                                    checkpoint.metadata.get("config", {}).get("scale"))
     if spec.is_deploy_state_dict(checkpoint.state_dict):
         deploy = spec.deploy_graph(config)
         load_strict(deploy, checkpoint.state_dict, f"{spec.name} {config.variant} x{config.scale} (deploy graph)")

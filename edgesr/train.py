@@ -26,9 +26,13 @@ class Recipe:
     batch: int
     hr_patch: dict[int, int]  # HR patch side per scale, as the papers state it
     milestones: tuple[float, ...] = (0.5, 0.75, 0.9)  # fractions of --iters where lr halves
+    stage_lr: tuple[tuple[str, float], ...] = ()  # per-stage learning rates (ClassSR)
 
     def lr_patch(self, scale: int) -> int:
         return self.hr_patch[scale] // scale
+
+    def lr_for(self, stage: str | None) -> float:
+        return dict(self.stage_lr).get(stage, self.lr)
 
 
 RECIPES = {
@@ -37,6 +41,9 @@ RECIPES = {
     # SMSR: LR patch 96; lr halved every 200 of the paper's 1000 epochs. The model's
     # training_loss adds the sparsity term and anneals tau (edgesr/models/smsr.py).
     "smsr": Recipe(lr=2e-4, batch=16, hr_patch={2: 192, 3: 288, 4: 384}, milestones=(0.2, 0.4, 0.6, 0.8)),
+    # ClassSR: 32x32 LR sub-images (the classifier's tile); the authors' batch is 96. Stages
+    # (edgesr/models/classsr.py, set_stage): branches and classifier at 1e-3, joint fine-tune at 1e-4.
+    "classsr": Recipe(lr=1e-3, batch=16, hr_patch={2: 64, 3: 96, 4: 128}, stage_lr=(("joint", 1e-4),)),
 }
 
 
@@ -61,7 +68,10 @@ class TrainSettings:
 
 def _save(path: Path, model: torch.nn.Module, name: str, config: SRConfig, iteration: int, optimizer, scheduler,
           rng, final: bool) -> None:
-    payload = {"edgesr": {"model": name, "config": config.to_dict(), "graph": "train", "iterations": iteration},
+    metadata = {"model": name, "config": config.to_dict(), "graph": "train", "iterations": iteration}
+    if getattr(model, "stage", None):  # ClassSR: which stage of its recipe produced these weights
+        metadata["stage"] = model.stage
+    payload = {"edgesr": metadata,
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     if not final:
         payload["train_state"] = {"iteration": iteration, "optimizer": optimizer.state_dict(),
@@ -80,7 +90,7 @@ def train(model: torch.nn.Module, name: str, config: SRConfig, pairs: PairSet, s
     model.to(device).train()
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
     milestones = sorted({max(1, int(f * settings.iters)) for f in recipe_for(name).milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.5)
     start = 0
@@ -111,7 +121,7 @@ def train(model: torch.nn.Module, name: str, config: SRConfig, pairs: PairSet, s
         if iteration % settings.log_every == 0 or iteration == settings.iters:
             rate = seen / (time.perf_counter() - tick)
             eta = (settings.iters - iteration) / rate
-            log(f"iter {iteration:>6}/{settings.iters}  L1 {running / seen:.5f} (of range)  "
+            log(f"iter {iteration:>6}/{settings.iters}  loss {running / seen:.5f}  "
                 f"lr {scheduler.get_last_lr()[0]:.2e}  {rate:.1f} it/s  eta {eta / 60:.1f} min")
             tick, running, seen = time.perf_counter(), 0.0, 0
         if iteration % settings.save_every == 0 and iteration < settings.iters:

@@ -12,8 +12,6 @@ every tile exactly as the training graph does.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgesr.atomic import ensure_writable_parent
+from edgesr.atomic import atomic_directory, ensure_writable_parent
 from edgesr.errors import ParityError, UserError
 from edgesr.images import photo_crop, verification_inputs
 from edgesr.models.classsr import CLASSES, ClassSR, ClassSRDeploy, tile_macs
@@ -229,31 +227,12 @@ def image_checks(prepared: PreparedModel, candidates: dict[str, tuple[Callable[[
     return check_pairs(outputs, [label for label, _ in inputs], pairs, prepared.config.pixel_range)
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the finished temporary directory into place (replacing an old bundle last)."""
-    os.chmod(tmp, 0o777 & ~_umask())
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / "bundle")
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def export_bundle(prepared: PreparedModel, fmt: str, precision: str, out: Path | None = None, force: bool = False,
                   progress: Callable[[str], None] = lambda _: None) -> BundleReport:
     """Export, verify every graph and the routed image, then rename the directory into place."""
     out = resolve_output(prepared, fmt, precision, out, force)
     cfg = prepared.config
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent if str(out.parent) else "."))
-    try:
+    with atomic_directory(out) as tmp:
         manifest = write_bundle(prepared, fmt, precision, tmp, progress)
         progress("checking each graph against its PyTorch module")
         checks = graph_checks(prepared, tmp, fmt, precision)
@@ -279,9 +258,6 @@ def export_bundle(prepared: PreparedModel, fmt: str, precision: str, out: Path |
             graphs.append({"name": f"{entry['graph']} ({entry['name']})" if "graph" in entry else "classifier",
                            "file": entry["file"], "bytes": (tmp / entry["file"]).stat().st_size,
                            "params": entry["params"], "macs_per_tile": entry["macs_per_tile"], "ops": graph_ops})
-        _publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return BundleReport(out, prepared.label, fmt, precision, prepared.weights, cfg.pixel_range,
                         prepared.deploy.tiling, graphs, checks, demo, ops)
 

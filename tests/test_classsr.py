@@ -13,7 +13,7 @@ from edgesr.errors import UserError
 from edgesr.images import photo, to_model_input
 from edgesr.models.classsr import (ClassSR, ClassSRConfig, average_loss, class_loss, config_from_state_dict,
                                    deconv_padding, load_branches, parse_variant)
-from edgesr.pipeline import PreparedModel
+from edgesr.pipeline import PreparedModel, prepare
 from edgesr.registry import get_model
 from edgesr.routed import MANIFEST, RoutedBundle, route_image, upscale_tiled
 from edgesr.runtimes import TorchGraph
@@ -389,3 +389,108 @@ def test_cli_upscale_runs_the_exported_bundle(tflite_bundle, tmp_path):
     x = to_model_input(np.asarray(Image.open(image)).astype(np.float64) / 255, 3, 1.0)
     reference = upscale_tiled(x, Tiling(), 4, hard_routed_reference(_model()))[0][0].transpose(1, 2, 0)
     assert sr.shape == (200, 280, 3) and np.abs(sr - np.clip(reference, 0, 1)).max() <= 1 / 255 + 1e-6
+
+
+# --- training stages -------------------------------------------------------------------------
+
+def test_difficulty_classes_rank_bicubic_psnr_into_thirds():
+    from edgesr.models.classsr import difficulty_classes
+
+    rng = torch.Generator().manual_seed(0)
+    noise = torch.rand(6, 3, 16, 16, generator=rng)
+    amplitude = torch.tensor([0.0, 0.5, 0.1, 1.0, 0.2, 0.8])  # detail the bicubic upscale cannot restore
+    hr = 0.5 + (noise - 0.5) * amplitude[:, None, None, None]
+    lr = torch.nn.functional.avg_pool2d(hr, 2)
+    classes = difficulty_classes(lr, hr, 2)
+    assert classes.tolist() == [0, 1, 0, 2, 1, 2]
+
+
+def _params(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("stage", ["branches", "classifier", "joint"])
+def test_each_stage_trains_only_its_parameters(stage, hr_folder, tmp_path):
+    from edgesr.data import load_pairs
+    from edgesr.train import TrainSettings, train
+
+    model = ClassSR(parse_variant(TINY_FSRCNN, 2))
+    model.set_stage(stage)
+    classifier, branches = _params(model.classifier), [_params(net) for net in model.branches]
+    pairs = load_pairs(hr_folder, 2, 3, min_lr_side=8)
+    train(model, "classsr", model.config, pairs, TrainSettings(iters=3, batch=6, lr_patch=8, lr=1e-3),
+          tmp_path / "c.pt", log=lambda _: None)
+    assert _changed(classifier, model.classifier) == (stage != "branches")
+    for before, net in zip(branches, model.branches, strict=True):
+        assert _changed(before, net) == (stage != "classifier")
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["edgesr"]["stage"] == stage
+
+
+def _train_argv(folder, *extra: str) -> list[str]:
+    return ["train", "--model", "classsr", "--variant", TINY_FSRCNN, "--scale", "2", "--data", str(folder),
+            "--batch", "3", "--patch", "8", *extra]
+
+
+def test_cli_trains_the_three_stages_in_order_and_checks_them(hr_folder, tmp_path, capsys):
+    common = _train_argv(hr_folder, "--iters", "2")
+    assert cli_main(common + ["-o", str(tmp_path / "a.pt")]) == 2
+    assert "classsr trains in three stages: pass --stage branches" in capsys.readouterr().err
+    assert cli_main(common + ["--stage", "branches", "-o", str(tmp_path / "1.pt")]) == 0
+    assert cli_main(common + ["--stage", "classifier", "--weights", str(tmp_path / "1.pt"),
+                              "-o", str(tmp_path / "2.pt")]) == 0
+    assert cli_main(common + ["--stage", "joint", "--weights", str(tmp_path / "2.pt"),
+                              "-o", str(tmp_path / "3.pt")]) == 0
+    one, two, three = (read_checkpoint(tmp_path / f"{k}.pt") for k in (1, 2, 3))
+    assert [c.metadata["stage"] for c in (one, two, three)] == ["branches", "classifier", "joint"]
+    for key in ("net1.head_conv.0.weight", "net3.tail_conv.weight"):  # frozen in the classifier stage
+        assert torch.equal(one.state_dict[key], two.state_dict[key])
+    assert not torch.equal(one.state_dict["classifier.lastOut.weight"], two.state_dict["classifier.lastOut.weight"])
+    loaded = prepare("classsr", weights=tmp_path / "3.pt")  # FSRCNN's stride comes from the metadata
+    assert loaded.config.scale == 2
+    capsys.readouterr()
+    assert cli_main(common + ["--stage", "branches", "--weights", str(tmp_path / "1.pt"), "--resume",
+                              "-o", str(tmp_path / "3.pt")]) == 2
+    assert "pass one of them" in capsys.readouterr().err
+    ecbsr = ["train", "--model", "ecbsr", "--variant", "M1C4", "--scale", "2", "--data", str(hr_folder),
+             "--iters", "1", "--stage", "joint", "-o", str(tmp_path / "e.pt")]
+    assert cli_main(ecbsr) == 2
+    assert "--stage is for classsr" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_stage(hr_folder, tmp_path, interrupt_training, capsys):
+    argv = _train_argv(hr_folder, "--iters", "4", "--save-every", "2", "-o", str(tmp_path / "run.pt"))
+    interrupt_training(3)
+    assert cli_main(argv + ["--stage", "branches"]) == 130
+    capsys.readouterr()
+    assert cli_main(argv + ["--stage", "joint", "--resume"]) == 2
+    assert "was saved in training stage branches, not joint: pass --stage branches" in capsys.readouterr().err
+    assert cli_main(argv + ["--stage", "branches", "--resume"]) == 0
+    assert read_checkpoint(tmp_path / "run.pt").metadata["iterations"] == 4
+
+
+def test_shipped_checkpoint_routes_photos_and_beats_bicubic_held_out(tmp_path):
+    """The built-in ClassSR-FSRCNN x4 (three-stage recipe, README) super-resolves held-out photos
+    with the routed bundle, uses more than one class and reproduces its PSNR through LiteRT."""
+    from edgesr.data import degrade
+    from edgesr.evaluate import evaluate_folder, mean_scores
+    from edgesr.images import write_heldout_photos
+
+    prepared = prepare("classsr")
+    assert prepared.pretrained and prepared.notice is None, "the built-in checkpoint must ship"
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in write_heldout_photos(tmp_path / "all"):
+        if path.stem in ("chelsea", "coffee"):
+            path.rename(folder / path.name)
+    torch_scores = mean_scores(evaluate_folder(TorchGraph(prepared.deploy), folder, 4, 3, 1.0))
+    assert torch_scores["psnr_y"] > torch_scores["bicubic_psnr_y"] + 0.2  # measured +0.39 dB
+    bundle = RoutedBundle(export_bundle(prepared, "tflite", "fp32", tmp_path / "bundle").path)
+    lite_scores = mean_scores(evaluate_folder(bundle, folder, 4, 3, 1.0))
+    assert abs(lite_scores["psnr_y"] - torch_scores["psnr_y"]) < 0.01
+    rocket_lr = to_model_input(degrade(photo("rocket"), 4), 3, 1.0)  # sky and launch tower
+    histogram = bundle.route(rocket_lr).histogram
+    assert sum(1 for n in histogram if n) >= 2, f"every tile went to one class: {histogram}"

@@ -41,16 +41,6 @@ def test_ycbcr_round_trip():
     np.testing.assert_allclose(ycbcr_to_rgb(rgb_to_ycbcr(rgb)), rgb, atol=1e-12)
 
 
-def _photo_folder(folder, sizes=((64, 48), (50, 70))):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i, (h, w) in enumerate(sizes):
-        base = np.linspace(0, 255, w)[None, :, None] * np.ones((h, 1, 3))
-        noise = rng.normal(0, 12, (h, w, 3))
-        Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
-
-
 def test_load_rgb_handles_grayscale_rgba_16bit_and_exif(tmp_path):
     Image.fromarray(np.full((4, 6), 128, np.uint8)).save(tmp_path / "g.png")
     assert load_rgb(tmp_path / "g.png").shape == (4, 6, 3)
@@ -67,11 +57,10 @@ def test_load_rgb_handles_grayscale_rgba_16bit_and_exif(tmp_path):
     assert load_rgb(tmp_path / "r.jpg").shape == (6, 4, 3)
 
 
-def test_corrupt_and_small_images_are_skipped_and_counted(tmp_path, capsys):
-    folder = _photo_folder(tmp_path / "d")
-    (folder / "broken.png").write_bytes(b"\x89PNG not really")
-    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(folder / "tiny.png")
-    pairs = load_pairs(folder, 2, 1, min_lr_side=8)
+def test_corrupt_and_small_images_are_skipped_and_counted(hr_folder, tmp_path, capsys):
+    (hr_folder / "broken.png").write_bytes(b"\x89PNG not really")
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(hr_folder / "tiny.png")
+    pairs = load_pairs(hr_folder, 2, 1, min_lr_side=8)
     assert sorted(pairs.names) == ["img0.png", "img1.png"] and sorted(pairs.skipped) == ["broken.png", "tiny.png"]
     err = capsys.readouterr().err
     assert "unreadable image broken.png" in err and "tiny.png" in err
@@ -90,8 +79,8 @@ def _prepared(seed=0) -> PreparedModel:
     return PreparedModel(get_model("ecbsr"), config, model, model, "test", True)
 
 
-def test_training_is_deterministic_and_lowers_the_loss(tmp_path):
-    pairs = load_pairs(_photo_folder(tmp_path / "d"), 2, 1, min_lr_side=8)
+def test_training_is_deterministic_and_lowers_the_loss(hr_folder, tmp_path):
+    pairs = load_pairs(hr_folder, 2, 1, min_lr_side=8)
     settings = TrainSettings(iters=30, batch=4, lr_patch=8, lr=2e-3, seed=3, save_every=1000, log_every=10)
     logs = []
     first, second = _prepared(), _prepared()
@@ -99,38 +88,27 @@ def test_training_is_deterministic_and_lowers_the_loss(tmp_path):
     train(second.train, "ecbsr", second.config, pairs, settings, tmp_path / "b.pt", log=lambda _: None)
     for (k, a), (_, b) in zip(first.train.state_dict().items(), second.train.state_dict().items()):
         assert torch.equal(a, b), k
-    losses = [float(line.split("L1 ")[1].split()[0]) for line in logs if "L1" in line]
+    losses = [float(line.split("loss ")[1].split()[0]) for line in logs if "loss " in line]
     assert losses[-1] < losses[0]
     saved = torch.load(tmp_path / "a.pt", weights_only=True)
     assert saved["edgesr"]["iterations"] == 30 and "train_state" not in saved
 
 
-def test_interrupted_training_resumes(tmp_path, monkeypatch, capsys):
-    folder = _photo_folder(tmp_path / "d")
+def test_interrupted_training_resumes(hr_folder, tmp_path, interrupt_training, capsys):
     out = tmp_path / "run.pt"
-    argv = ["train", *TINY, "--data", str(folder), "--iters", "6", "--batch", "2", "--patch", "8",
+    argv = ["train", *TINY, "--data", str(hr_folder), "--iters", "6", "--batch", "2", "--patch", "8",
             "--save-every", "2", "-o", str(out)]
-    real = data_mod.random_batch
-    calls = {"n": 0}
-
-    def crash_on_fifth(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr("edgesr.train.random_batch", crash_on_fifth)
+    interrupt_training(5)
     assert main(argv) == 130
     assert torch.load(out, weights_only=True)["train_state"]["iteration"] == 4
-    monkeypatch.setattr("edgesr.train.random_batch", real)
     assert main(argv) == 2  # output exists: --resume or --force needed
     assert main(argv + ["--resume"]) == 0
     assert "resuming at iteration 4" in capsys.readouterr().err
     assert torch.load(out, weights_only=True)["edgesr"]["iterations"] == 6
 
 
-def test_nan_loss_stops_with_a_clear_message(tmp_path):
-    pairs = load_pairs(_photo_folder(tmp_path / "d"), 2, 1, min_lr_side=8)
+def test_nan_loss_stops_with_a_clear_message(hr_folder, tmp_path):
+    pairs = load_pairs(hr_folder, 2, 1, min_lr_side=8)
     pairs.lr[0][:] = np.nan
     pairs.lr[1][:] = np.nan
     settings = TrainSettings(iters=5, batch=2, lr_patch=8, lr=1e-3)
@@ -146,9 +124,8 @@ class _Bicubic:
         return np.stack([imresize(c, 2) for c in x[0]])[None].astype(np.float32)
 
 
-def test_eval_protocol_against_a_bicubic_graph(tmp_path):
-    folder = _photo_folder(tmp_path / "d")
-    scores = evaluate_folder(_Bicubic(), folder, 2, 3, 1.0)
+def test_eval_protocol_against_a_bicubic_graph(hr_folder):
+    scores = evaluate_folder(_Bicubic(), hr_folder, 2, 3, 1.0)
     for s in scores:
         assert s.psnr_y == pytest.approx(s.bicubic_psnr_y, abs=1e-9)
         assert s.psnr_rgb == pytest.approx(s.bicubic_psnr_rgb, abs=1e-9)
@@ -156,7 +133,7 @@ def test_eval_protocol_against_a_bicubic_graph(tmp_path):
     assert psnr(np.zeros(4), np.full(4, 255.0)) == 0.0
 
 
-def test_eval_of_exported_tflite_matches_pytorch_within_0_01_db(tmp_path):
+def test_eval_of_exported_tflite_matches_pytorch_within_0_01_db(hr_folder, tmp_path):
     from export.pipeline import write_model_file
     from edgesr.runtimes import open_model_file
 
@@ -165,9 +142,8 @@ def test_eval_of_exported_tflite_matches_pytorch_within_0_01_db(tmp_path):
                              "test", True)
     path = tmp_path / "m.tflite"
     write_model_file(prepared, "tflite", "fp32", path)
-    folder = _photo_folder(tmp_path / "d")
-    torch_mean = mean_scores(evaluate_folder(TorchGraph(prepared.deploy), folder, 2, 1, 255.0))
-    tflite_mean = mean_scores(evaluate_folder(open_model_file(path), folder, 2, 1, 255.0))
+    torch_mean = mean_scores(evaluate_folder(TorchGraph(prepared.deploy), hr_folder, 2, 1, 255.0))
+    tflite_mean = mean_scores(evaluate_folder(open_model_file(path), hr_folder, 2, 1, 255.0))
     assert abs(torch_mean["psnr_y"] - tflite_mean["psnr_y"]) < 0.01
 
 
@@ -196,10 +172,9 @@ def test_upscale_cli_writes_png_for_odd_inputs(tmp_path, capsys):
     assert not (tmp_path / "o.png").exists()
 
 
-def test_eval_cli_json(tmp_path, capsys):
-    folder = _photo_folder(tmp_path / "d")
+def test_eval_cli_json(hr_folder, tmp_path, capsys):
     out = tmp_path / "e.json"
-    assert main(["eval", *TINY, "--data", str(folder), "--json", str(out)]) == 0
+    assert main(["eval", *TINY, "--data", str(hr_folder), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert len(report["images"]) == 2 and set(report["mean"]) >= {"psnr_y", "ssim_y", "bicubic_psnr_y"}
     assert "gain over bicubic" in capsys.readouterr().out

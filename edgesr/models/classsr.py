@@ -61,6 +61,7 @@ PAPER_WIDTHS = {"FSRCNN": (16, 36, 56), "SRResNet": (36, 52, 64)}
 PAPER_DEPTH = {"FSRCNN": 4, "SRResNet": 16}  # FSRCNN: mapping convs m; SRResNet: residual blocks nb
 FSRCNN_SHRINK = 12
 LOSS_WEIGHTS = (1000.0, 0.5, 3.0)  # L1, class loss, average loss: the authors' configs for [0, 1] data
+STAGES = ("branches", "classifier", "joint")  # the authors' training recipe, in order
 PRESETS = (
     "FSRCNN-16-36-56",       # default: the paper's ClassSR-FSRCNN
     "SRResNet-36-52-64",     # the paper's ClassSR-SRResNet (16 blocks)
@@ -240,6 +241,31 @@ class ClassSR(_Parts):
     def __init__(self, config: ClassSRConfig):
         super().__init__()
         self._build(config)
+        self.stage = "joint"
+
+    def set_stage(self, stage: str) -> None:
+        """Select the training stage: 'branches' trains net1..net3 on their difficulty class
+        (classifier frozen), 'classifier' trains the classifier with the branches frozen,
+        'joint' fine-tunes everything with the full ClassSR loss."""
+        if stage not in STAGES:
+            raise UserError(f"unknown classsr training stage '{stage}': choose one of {', '.join(STAGES)}")
+        self.stage = stage
+        for p in self.classifier.parameters():
+            p.requires_grad_(stage != "branches")
+        for net in self.branches:
+            for p in net.parameters():
+                p.requires_grad_(stage != "classifier")
+
+    def training_loss(self, lr: torch.Tensor, hr: torch.Tensor, progress: float) -> torch.Tensor:
+        """The current stage's objective on a batch of LR/HR patches (progress is unused:
+        ClassSR has no schedule inside a stage)."""
+        if self.stage == "branches":
+            classes = difficulty_classes(lr, hr, self.config.scale)
+            total = sum(F.l1_loss(net(lr[classes == k]), hr[classes == k], reduction="sum")
+                        for k, net in enumerate(self.branches) if (classes == k).any())
+            return total / hr.numel()
+        sr, probs = self.route_soft(lr)
+        return classsr_loss(sr, hr, probs)
 
     def route_soft(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum_k p_k net_k(x), p) with p = softmax of the classifier's logits, shape (N, 3)."""
@@ -263,6 +289,19 @@ class ClassSR(_Parts):
 
     def reparameterize(self, tiling: Tiling | None = None) -> ClassSRDeploy:
         return reparameterize(self, tiling)
+
+
+def difficulty_classes(lr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """Class per sample for branch pre-training: the batch ranked by bicubic PSNR and cut into
+    thirds, best third -> 0 (simple), worst -> 2 (hard). The authors rank by the PSNR of a
+    pretrained MSRResNet; edgesr ships no reference model, and bicubic PSNR ranks sub-images by
+    the same property (how much high-frequency detail must be restored)."""
+    up = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
+    mse = (up - hr).pow(2).flatten(1).mean(dim=1)
+    order = mse.argsort()  # ascending error = descending PSNR
+    classes = torch.empty_like(order)
+    classes[order] = torch.arange(len(order), device=lr.device) * len(CLASSES) // len(order)
+    return classes
 
 
 def class_loss(probs: torch.Tensor) -> torch.Tensor:
