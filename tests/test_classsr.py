@@ -494,3 +494,5 @@ def test_shipped_checkpoint_routes_photos_and_beats_bicubic_held_out(tmp_path):
     rocket_lr = to_model_input(degrade(photo("rocket"), 4), 3, 1.0)  # sky and launch tower
     histogram = bundle.route(rocket_lr).histogram
     assert sum(1 for n in histogram if n) >= 2, f"every tile went to one class: {histogram}"
+    half = export_bundle(prepared, "tflite", "fp16", tmp_path / "bundle16")  # trained weights, fp16 bound
+    assert all(c.passed for c in half.checks)

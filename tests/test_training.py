@@ -199,3 +199,16 @@ def test_shipped_checkpoint_beats_bicubic_on_held_out_photos_and_tflite_reproduc
     report = export_verified(prepared, "tflite", "fp32", tmp_path / "m.tflite")
     tflite = mean_scores(evaluate_folder(open_model_file(report.path), folder, scale, 1, 255.0))
     assert abs(tflite["psnr_y"] - deploy["psnr_y"]) < 0.01
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_shipped_checkpoints_export_at_every_precision_within_bounds(tmp_path, scale):
+    """Trained weights carry larger activations than fresh ones: fp16 and int8 files of the
+    shipped checkpoints must still pass their parity checks (export_verified raises otherwise)."""
+    from edgesr.pipeline import prepare
+    from export.pipeline import export_verified
+
+    prepared = prepare("ecbsr", "M4C16", scale)
+    for precision in ("fp16", "int8"):
+        report = export_verified(prepared, "tflite", precision, tmp_path / f"{precision}.tflite")
+        assert report.parity.passed and report.path.is_file()
