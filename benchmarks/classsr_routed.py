@@ -218,13 +218,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{load_before} before, {' / '.join(f'{v:.2f}' for v in os.getloadavg())} after; fp32, {args.runs} "
             f"timed runs per kind over {args.rounds} interleaved rounds, median. Input: scikit-image photo crops "
             "(rocket 360x640, chelsea 120x160), tiles 32 / stride 28, batches of 64 tiles. Weights: "
-            f"{'; '.join(sorted({r['weights'] for r in rows}))}.")
+            f"{'; '.join(sorted({r['weights'].replace(f'{ROOT}/', '') for r in rows}))}.")
     table = format_table(rows)
     print(table)
     print(note)
     payload = {"name": NAME, "cpu": cpu.model, "settings": vars(args) | {"out": str(args.out),
                                                                         "weights": str(args.weights)},
-               "rows": rows, "note": note, "median_speedup": statistics.fmean(r["speedup"] for r in rows)}
+               "rows": rows, "note": note, "mean_speedup": statistics.fmean(r["speedup"] for r in rows)}
     write_bytes_atomic(args.out.with_suffix(".json"), json.dumps(payload, indent=2).encode(), force=True)
     write_bytes_atomic(args.out.with_suffix(".md"), (table + "\n\n" + note + "\n").encode(), force=True)
     return 0

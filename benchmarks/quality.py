@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.publish import RESULTS, refresh_readme
+from benchmarks.publish import RESULTS, ROOT, refresh_readme
 from edgesr.atomic import write_bytes_atomic
 from edgesr.evaluate import evaluate_folder, mean_scores
 from edgesr.images import write_heldout_photos
@@ -68,7 +68,8 @@ def measure(models=SHIPPED) -> dict:
             for name, graph in _graphs(prepared, Path(tmp)).items():
                 cfg = prepared.config
                 scores = evaluate_folder(graph, photos, cfg.scale, cfg.colors, cfg.pixel_range, _progress)
-                rows.append({"model": model, "variant": variant, "scale": scale, "weights": prepared.weights,
+                rows.append({"model": model, "variant": variant, "scale": scale,
+                             "weights": prepared.weights.replace(f"{ROOT}/", ""),
                              "graph": name, "images": [s.to_dict() for s in scores], "mean": mean_scores(scores)})
     return {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "data": "scikit-image photos (held out)",
             "protocol": "Y PSNR/SSIM, border crop = scale, 8-bit output; RGB PSNR alongside", "rows": rows}

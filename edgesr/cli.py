@@ -422,6 +422,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     from edgesr.atomic import atomic_output
     from edgesr.data import load_rgb
+    from edgesr.routed import RouteTally
     from edgesr.runtimes import TorchGraph, open_model_file
     from edgesr.upscale import upscale_rgb
 
@@ -435,12 +436,18 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         raise UserError(f"cannot read image {args.image}: {exc}") from None
     prepared = _checked_prepare(args, args.output)
     graph = open_model_file(args.model_file) if args.model_file else TorchGraph(prepared.deploy)
+    route = getattr(graph if args.model_file else prepared.deploy, "route", None)  # ClassSR: routed tiles
+    tally = RouteTally(route) if route else None
     cfg = prepared.config
     _progress(f"upscaling {args.image.name} ({rgb.shape[1]}x{rgb.shape[0]}) x{cfg.scale} with {prepared.label}")
-    out = upscale_rgb(graph, rgb, cfg.scale, cfg.colors, cfg.pixel_range, args.tile, args.overlap)
+    out = upscale_rgb(tally or graph, rgb, cfg.scale, cfg.colors, cfg.pixel_range, args.tile, args.overlap)
     with atomic_output(args.output, args.force) as tmp:
         Image.fromarray(np.round(out * 255).astype("uint8")).save(tmp, format="PNG")
     print(f"wrote {args.output} ({out.shape[1]}x{out.shape[0]})")
+    if tally:
+        from edgesr.models.classsr import CLASSES
+
+        print(f"routed {tally.total().summary(CLASSES)}")
     return 0
 
 

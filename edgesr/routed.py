@@ -73,6 +73,25 @@ class RoutedResult:
         return text
 
 
+class RouteTally:
+    """A Graph that routes every call through `route` (a RoutedBundle's or a ClassSRDeploy's)
+    and adds up the tiles' classes, for a summary over a whole tiled upscale."""
+
+    def __init__(self, route: Callable[[np.ndarray], RoutedResult]):
+        self.route = route
+        self.results: list[RoutedResult] = []
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        result = self.route(x)
+        self.results.append(result)
+        return result.sr
+
+    def total(self) -> RoutedResult:
+        """Every call's tiles as one result (no image)."""
+        classes = np.concatenate([r.classes for r in self.results])
+        return RoutedResult(np.empty(0), classes, self.results[0].macs)
+
+
 def upscale_tiled(x: np.ndarray, tiling: Tiling, scale: int, run: TileRunner) -> tuple[np.ndarray, np.ndarray]:
     """(1, C, H, W) -> ((1, C, sH, sW), classes): pad to a tile, tile, run, stitch, crop."""
     height, width = x.shape[2], x.shape[3]

@@ -377,18 +377,33 @@ def test_phone_bench_benchmarks_each_graph_and_combines_the_histogram(tflite_bun
     assert sum(row["histogram"].values()) == row["tiles"] == 8 and row["routed_ms"] > 0 and row["largest_ms"] > 0
 
 
-def test_cli_upscale_runs_the_exported_bundle(tflite_bundle, tmp_path):
+def test_cli_upscale_runs_the_exported_bundle_and_reports_the_routing(tflite_bundle, tmp_path, capsys):
     from PIL import Image
 
     out, _ = tflite_bundle
     image = tmp_path / "in.png"
     Image.fromarray((photo("astronaut")[:50, :70] * 255).round().astype(np.uint8)).save(image)
+    capsys.readouterr()
     assert cli_main(["upscale", str(image), "-o", str(tmp_path / "sr.png"), "--model", "classsr", "--variant",
                      TINY_FSRCNN, "--model-file", str(out)]) == 0
     sr = np.asarray(Image.open(tmp_path / "sr.png")).astype(np.float64) / 255
     x = to_model_input(np.asarray(Image.open(image)).astype(np.float64) / 255, 3, 1.0)
-    reference = upscale_tiled(x, Tiling(), 4, hard_routed_reference(_model()))[0][0].transpose(1, 2, 0)
-    assert sr.shape == (200, 280, 3) and np.abs(sr - np.clip(reference, 0, 1)).max() <= 1 / 255 + 1e-6
+    reference, classes = upscale_tiled(x, Tiling(), 4, hard_routed_reference(_model()))
+    expected = np.clip(reference[0].transpose(1, 2, 0), 0, 1)
+    assert sr.shape == (200, 280, 3) and np.abs(sr - expected).max() <= 1 / 255 + 1e-6
+    counts = np.bincount(classes, minlength=3)
+    shares = ", ".join(f"{name} {100 * n / 6:.0f}% ({n})" for name, n in zip(("simple", "medium", "hard"), counts))
+    assert f"routed 6 tiles: {shares}; MACs" in capsys.readouterr().out  # 2 x 3 tiles of 32 over 50x70
+
+
+def test_cli_upscale_with_the_torch_bundle_reports_the_routing(tmp_path, capsys):
+    from PIL import Image
+
+    image = tmp_path / "in.png"
+    Image.fromarray((photo("astronaut")[:40, :40] * 255).round().astype(np.uint8)).save(image)
+    assert cli_main(["upscale", str(image), "-o", str(tmp_path / "sr.png"), "--model", "classsr", "--variant",
+                     TINY_FSRCNN]) == 0
+    assert "routed 4 tiles:" in capsys.readouterr().out and Image.open(tmp_path / "sr.png").size == (160, 160)
 
 
 # --- training stages -------------------------------------------------------------------------

@@ -47,12 +47,18 @@ import copy
 import re
 from dataclasses import asdict, dataclass
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from edgesr.errors import UserError
 from edgesr.tiling import Tiling
+
+if TYPE_CHECKING:
+    from edgesr.routed import RoutedResult
 
 SCALES = (2, 3, 4)
 FAMILIES = ("FSRCNN", "SRResNet")
@@ -340,12 +346,18 @@ class ClassSRDeploy(_Parts):
         check_tiling(self.tiling)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from edgesr.routed import route_image
+        result = self.route(x.detach().cpu().numpy())
+        return torch.from_numpy(result.sr).to(x.device, x.dtype)
+
+    def route(self, x: np.ndarray) -> RoutedResult:
+        """Routed inference of one (1, C, H, W) image with its class histogram and MACs."""
+        from edgesr.routed import TileMacs, route_image
         from edgesr.runtimes import TorchGraph
 
         graphs = [TorchGraph(m) for m in (self.classifier, *self.branches)]
-        result = route_image(x.detach().cpu().numpy(), graphs[0], graphs[1:], self.tiling, self.config.scale)
-        return torch.from_numpy(result.sr).to(x.device, x.dtype)
+        t, c = self.tiling.tile, self.config.colors
+        macs = TileMacs(tile_macs(self.classifier, c, t), tuple(tile_macs(net, c, t) for net in self.branches))
+        return route_image(x, graphs[0], graphs[1:], self.tiling, self.config.scale, macs)
 
 
 def check_tiling(tiling: Tiling) -> None:
