@@ -54,15 +54,19 @@ class TorchGraph:
 
 
 class OnnxGraph:
-    """An ONNX file run by ONNX Runtime on the CPU."""
+    """An ONNX file run by ONNX Runtime on the CPU. spin=False stops the session's idle worker
+    threads from busy-waiting: needed when several sessions take turns (a ClassSR bundle), or
+    the idle sessions' spinning threads take the cores from the one that is running."""
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, spin: bool = True):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
@@ -122,8 +126,9 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
-def open_model_file(path: Path, threads: int | None = None) -> Graph:
-    """Open an exported .onnx or .tflite file with its runtime (or a ClassSR bundle directory)."""
+def open_model_file(path: Path, threads: int | None = None, spin: bool = True) -> Graph:
+    """Open an exported .onnx or .tflite file with its runtime (or a ClassSR bundle directory);
+    `spin` is ONNX Runtime's busy-waiting of idle worker threads (see OnnxGraph)."""
     path = Path(path)
     if path.is_dir():
         from edgesr.routed import RoutedBundle  # routed imports this module
@@ -132,7 +137,7 @@ def open_model_file(path: Path, threads: int | None = None) -> Graph:
     if not path.is_file():
         raise UserError(f"model file {path} not found")
     if path.suffix == ".onnx":
-        return OnnxGraph(path, threads)
+        return OnnxGraph(path, threads, spin)
     if path.suffix == ".tflite":
         return TfliteGraph(path, threads)
     raise UserError(f"unknown model file type '{path.suffix}': expected .onnx or .tflite")

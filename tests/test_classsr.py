@@ -343,7 +343,11 @@ def test_cli_export_onnx_and_verify(tmp_path, capsys):
     assert cli_main(["export", "--model", "classsr", "--variant", TINY_SRRESNET, "--scale", "2", "--format", "onnx",
                      "-o", str(out), "--force"]) == 0
     x = to_model_input(photo("rocket")[:50, :70], 3, 1.0)
-    assert RoutedBundle(out)(x).shape == (1, 3, 100, 140)
+    bundle = RoutedBundle(out)
+    assert bundle(x).shape == (1, 3, 100, 140)
+    for graph in (bundle.classifier, *bundle.subnets):  # sessions take turns: idle ones must not spin
+        options = graph.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert cli_main(["verify", "--model", "classsr", "--variant", TINY_FSRCNN, "--precision", "fp32", "fp16",
                      "--sizes", "40x60,20x26"]) == 0
     table = capsys.readouterr().out
