@@ -9,7 +9,7 @@ from PIL import Image
 
 from edgesr import data as data_mod
 from edgesr.cli import main
-from edgesr.data import degrade, load_pairs, load_rgb
+from edgesr.data import load_pairs, load_rgb
 from edgesr.errors import ToolError, UserError
 from edgesr.evaluate import evaluate_folder, mean_scores, psnr
 from edgesr.images import rgb_to_ycbcr, ycbcr_to_rgb
