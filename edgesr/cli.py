@@ -300,14 +300,13 @@ def _data_folder(text: str, scratch: Path) -> Path:
     return Path(text)
 
 
-def _training_stage(model: str, stage: str | None) -> str | None:
-    """ClassSR trains in stages and needs --stage; no other model has stages."""
-    from edgesr.models.classsr import STAGES
-
-    if model == "classsr" and stage is None:
-        raise UserError(f"classsr trains in three stages: pass --stage {STAGES[0]}, then --stage {STAGES[1]} "
-                        f"--weights <its checkpoint>, then --stage {STAGES[2]} --weights <that checkpoint>")
-    if model != "classsr" and stage is not None:
+def _training_stage(model: str, stages: tuple[str, ...], stage: str | None) -> str | None:
+    """A staged recipe (ClassSR) needs --stage; a one-stage recipe refuses it."""
+    if stages and stage is None:
+        later = ", then ".join(f"--stage {s} --weights <the previous stage's checkpoint>" for s in stages[1:])
+        count = {2: "two", 3: "three", 4: "four"}.get(len(stages), str(len(stages)))
+        raise UserError(f"{model} trains in {count} stages: pass --stage {stages[0]}, then {later}")
+    if stage is not None and stage not in stages:
         raise UserError(f"--stage is for classsr's staged recipe; {model} trains in one stage: drop --stage")
     return stage
 
@@ -326,7 +325,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     spec = get_model(args.model)
     recipe = recipe_for(spec.name)
-    stage = _training_stage(spec.name, args.stage)
+    stage = _training_stage(spec.name, recipe.stages, args.stage)
     config = spec.config(args.variant, args.scale, args.pixel_range)
     settings = TrainSettings(args.iters, args.batch or recipe.batch, args.patch or recipe.lr_patch(config.scale),
                              args.lr or recipe.lr_for(stage), args.seed, args.save_every)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from edgesr.atomic import atomic_output
 from edgesr.data import PairSet, random_batch
 from edgesr.errors import ToolError, UserError
+from edgesr.models.classsr import STAGES as CLASSSR_STAGES
 from edgesr.registry import SRConfig
 
 
@@ -26,7 +27,8 @@ class Recipe:
     batch: int
     hr_patch: dict[int, int]  # HR patch side per scale, as the papers state it
     milestones: tuple[float, ...] = (0.5, 0.75, 0.9)  # fractions of --iters where lr halves
-    stage_lr: tuple[tuple[str, float], ...] = ()  # per-stage learning rates (ClassSR)
+    stages: tuple[str, ...] = ()  # a staged recipe's stages, in order (ClassSR); () = one stage
+    stage_lr: tuple[tuple[str, float], ...] = ()  # per-stage learning rates
 
     def lr_patch(self, scale: int) -> int:
         return self.hr_patch[scale] // scale
@@ -43,7 +45,8 @@ RECIPES = {
     "smsr": Recipe(lr=2e-4, batch=16, hr_patch={2: 192, 3: 288, 4: 384}, milestones=(0.2, 0.4, 0.6, 0.8)),
     # ClassSR: 32x32 LR sub-images (the classifier's tile); the authors' batch is 96. Stages
     # (edgesr/models/classsr.py, set_stage): branches and classifier at 1e-3, joint fine-tune at 1e-4.
-    "classsr": Recipe(lr=1e-3, batch=16, hr_patch={2: 64, 3: 96, 4: 128}, stage_lr=(("joint", 1e-4),)),
+    "classsr": Recipe(lr=1e-3, batch=16, hr_patch={2: 64, 3: 96, 4: 128}, stages=CLASSSR_STAGES,
+                      stage_lr=(("joint", 1e-4),)),
 }
 
 
