@@ -36,6 +36,7 @@ from edgesr.models.smsr import SMSR, parse_variant
 from edgesr.models.smsr_sparse import SMSRSparse, sparse_macs_saved_per_pixel
 from edgesr.pipeline import prepare
 from edgesr.profile import macs_per_lr_pixel
+from edgesr.verify import check_output
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -93,7 +94,9 @@ def measure(deploy, x: torch.Tensor, crossover: float, warmup: int, runs: int) -
     sparse, auto = SMSRSparse(deploy), SMSRSparse(deploy, crossover)
     with torch.inference_mode():
         ref = deploy(x)
-        errors = {"sparse": float((sparse(x) - ref).abs().max()), "auto": float((auto(x) - ref).abs().max())}
+        outputs = {"sparse": sparse(x), "auto": auto(x)}
+    errors = {name: float((y - ref).abs().max()) for name, y in outputs.items()}
+    used = {name: check_output(deploy, x.numpy(), y).used for name, y in outputs.items()}
     measured = sparse.densities
     times = _time_paths({"dense-masked": deploy, "sparse": sparse, "auto": auto}, x, warmup, runs)
     dense_macs = macs_per_lr_pixel(deploy, 3)
@@ -101,7 +104,7 @@ def measure(deploy, x: torch.Tensor, crossover: float, warmup: int, runs: int) -
     ms = {name: statistics.median(t) for name, t in times.items()}
     return {"measured_density": statistics.fmean(measured), "per_smm_density": measured,
             "macs_dense": dense_macs, "macs_sparse": dense_macs - saved, "ms": ms, "runs_ms": times,
-            "max_abs_vs_dense": errors, "speedup": {name: ms["dense-masked"] / ms[name] for name in ("sparse", "auto")}}
+            "max_abs_vs_dense": errors, "bound_used_vs_dense": used, "speedup": {name: ms["dense-masked"] / ms[name] for name in ("sparse", "auto")}}
 
 
 def _settings(variant: str, scale: int, size: tuple[int, int], crossover: float, warmup: int, runs: int,

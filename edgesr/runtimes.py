@@ -84,6 +84,7 @@ class TfliteGraph:
     def __init__(self, path: Path, threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
+        self.path = Path(path)
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
         self.input = self.interpreter.get_input_details()[0]
         self.output_index = self.interpreter.get_output_details()[0]["index"]
@@ -110,6 +111,39 @@ class TfliteGraph:
 
         return run
 
+    def stored_int8_tensors(self, x: np.ndarray) -> tuple[list[tuple[np.ndarray, tuple[float, float]]],
+                                                          tuple[float, float]]:
+        """Every tensor this int8 file computes on input x (NCHW), dequantized (NCHW), with its
+        representable range; and the input's range."""
+        import warnings
+
+        from ai_edge_litert.interpreter import Interpreter
+
+        with warnings.catch_warnings():  # "intended for debugging": reading the tensors is what we want
+            warnings.simplefilter("ignore")
+            interpreter = Interpreter(model_path=str(self.path), experimental_preserve_all_tensors=True)
+        nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], nhwc.shape, strict=False)
+        with captured_output("LiteRT allocate_tensors"):
+            interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], _quantize(nhwc, detail))
+        interpreter.invoke()
+        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+        stored = []
+        for index in sorted({o for op in interpreter._get_ops_details() for o in op["outputs"]}):
+            if tensors[index]["dtype"] != np.int8 or not tensors[index]["quantization"][0]:
+                continue
+            value = _dequantize(interpreter.get_tensor(index), tensors[index])
+            stored.append((value.transpose(0, 3, 1, 2) if value.ndim == 4 else value,
+                           _int8_range(tensors[index])))
+        return stored, _int8_range(detail)
+
+
+def _int8_range(detail: dict) -> tuple[float, float]:
+    scale, zero = detail["quantization"]
+    return (-128 - zero) * scale, (127 - zero) * scale
+
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     if detail["dtype"] == np.float32:
@@ -123,7 +157,7 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     if detail["dtype"] == np.float32:
         return y
     scale, zero = detail["quantization"]
-    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+    return ((y.astype(np.float64) - zero) * scale).astype(np.float32)
 
 
 def open_model_file(path: Path, threads: int | None = None, spin: bool = True) -> Graph:

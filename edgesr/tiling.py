@@ -101,12 +101,13 @@ def stitch(sr_tiles: np.ndarray, tiling: Tiling, height: int, width: int, scale:
     n, channels, side, _ = sr_tiles.shape
     if n != len(tops) * len(lefts) or side != tiling.tile * scale:
         raise ValueError(f"{n} SR tiles of {side} px for a {len(tops)}x{len(lefts)} grid of {tiling.tile * scale} px")
-    wy = np.stack(axis_weights(tops, height, tiling.tile, scale, tiling.blend)).astype(np.float32)
-    wx = np.stack(axis_weights(lefts, width, tiling.tile, scale, tiling.blend)).astype(np.float32)
+    dtype = np.result_type(sr_tiles.dtype, np.float32)  # float32 tiles blend in float32, float64 ones in float64
+    wy = np.stack(axis_weights(tops, height, tiling.tile, scale, tiling.blend)).astype(dtype)
+    wx = np.stack(axis_weights(lefts, width, tiling.tile, scale, tiling.blend)).astype(dtype)
     grid = sr_tiles.reshape(len(tops), len(lefts), channels, side, side)
     weighted = grid * wy[:, None, None, :, None]
     weighted *= wx[None, :, None, None, :]
-    out = np.zeros((channels, height * scale, width * scale), dtype=np.float32)
+    out = np.zeros((channels, height * scale, width * scale), dtype=dtype)
     for i, top in enumerate(tops):
         for j, left in enumerate(lefts):
             out[:, top * scale:top * scale + side, left * scale:left * scale + side] += weighted[i, j]

@@ -9,7 +9,7 @@ from pathlib import Path
 from edgesr.images import verification_inputs
 from edgesr.pipeline import PreparedModel
 from edgesr.runtimes import TorchGraph, open_model_file
-from edgesr.verify import Check, Pair, check_pairs, collect_outputs, pairs_for
+from edgesr.verify import Check, Pair, Subject, check_pairs, collect, expectation, graph_model
 
 
 def verify_prepared(prepared: PreparedModel, precisions: list[str], sizes: list[tuple[int, int]],
@@ -19,15 +19,17 @@ def verify_prepared(prepared: PreparedModel, precisions: list[str], sizes: list[
 
     cfg = prepared.config
     inputs = verification_inputs(sizes, cfg.colors, cfg.pixel_range)
-    graphs: dict = {}
+    ref, ref_module = prepared.reference
+    ref_model = graph_model(ref_module)
+    deploy_model = expectation(ref_model, prepared.deploy) if ref != "deploy" else ref_model
+    subjects: dict[str, Subject] = {}
     if prepared.train is not None:
-        graphs["train"] = lambda: TorchGraph(prepared.train)
-    graphs["deploy"] = lambda: TorchGraph(prepared.deploy)
-    ref = prepared.reference[0]
+        subjects["train"] = Subject(lambda: TorchGraph(prepared.train), ref_model)
+    subjects["deploy"] = Subject(lambda: TorchGraph(prepared.deploy), deploy_model)
     pairs = [] if ref == "deploy" else [Pair("train", "deploy", "fp32")]
     extra = prepared.spec.extra_graphs(prepared.deploy) if prepared.spec.extra_graphs else {}
-    for name, module in extra.items():  # e.g. SMSR's sparse path, checked like the deploy graph
-        graphs[name] = lambda module=module: TorchGraph(module)
+    for name, module in extra.items():  # e.g. SMSR's sparse path: the deploy graph's math, summed otherwise
+        subjects[name] = Subject(lambda module=module: TorchGraph(module), deploy_model)
         pairs += [Pair(ref, name, "fp32")] + ([Pair("deploy", name, "fp32")] if ref != "deploy" else [])
     with tempfile.TemporaryDirectory(prefix="edgesr-verify-") as scratch:
         files = [("onnx", "fp32")] + [("tflite", p) for p in precisions]
@@ -38,9 +40,11 @@ def verify_prepared(prepared: PreparedModel, precisions: list[str], sizes: list[
             path = Path(scratch) / f"model-{precision}.{fmt}"
             progress(f"exporting {name}")
             write_model_file(prepared, fmt, precision, path)
-            graphs[name] = lambda path=path: open_model_file(path)
-            pairs += pairs_for(ref, name, precision)
+            subjects[name] = Subject(lambda path=path: open_model_file(path),
+                                     expectation(ref_model, prepared.deploy, precision, path, cfg.colors,
+                                                 cfg.pixel_range))
+            pairs.append(Pair(ref, name, precision))
             if ref != "deploy" and precision == "fp32":
-                pairs += pairs_for("deploy", name, precision)
-        outputs = collect_outputs(graphs, inputs, progress)
-    return check_pairs(outputs, [label for label, _ in inputs], pairs, cfg.pixel_range)
+                pairs.append(Pair("deploy", name, precision))
+        runs = collect(subjects, inputs, progress)
+    return check_pairs(runs, pairs, cfg.pixel_range)

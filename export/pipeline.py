@@ -13,7 +13,7 @@ from edgesr.images import calibration_crops, verification_inputs
 from edgesr.pipeline import PreparedModel
 from edgesr.profile import count_params, macs_per_lr_pixel
 from edgesr.runtimes import TorchGraph, open_model_file
-from edgesr.verify import Check, check_pairs, collect_outputs, pairs_for
+from edgesr.verify import Check, Pair, Subject, check_pairs, collect, expectation, graph_model
 
 FORMATS = {"onnx": (".onnx", ("fp32",)), "tflite": (".tflite", ("fp32", "fp16", "int8"))}
 PARITY_SIZES = [(40, 40), (33, 51)]
@@ -91,15 +91,18 @@ def op_counts(path: Path, fmt: str) -> Counter:
 
 
 def parity_check(prepared: PreparedModel, path: Path, precision: str, name: str) -> Check:
-    """Run the exported file and the reference graph on random and real inputs of odd sizes."""
+    """Run the exported file and the reference graph on random and real inputs of odd sizes and
+    check the file against its precision's error model."""
     cfg = prepared.config
     inputs = verification_inputs(PARITY_SIZES, cfg.colors, cfg.pixel_range, seed=1)
     ref_name, ref_module = prepared.reference
-    outputs = collect_outputs({ref_name: lambda: TorchGraph(ref_module),
-                               name: lambda: open_model_file(path)}, inputs)
-    checks = check_pairs(outputs, [label for label, _ in inputs], pairs_for(ref_name, name, precision),
-                         cfg.pixel_range)
-    return next(c for c in checks if c.bound is not None)
+    ref_model = graph_model(ref_module)
+    runs = collect({ref_name: Subject(lambda: TorchGraph(ref_module), ref_model),
+                    name: Subject(lambda: open_model_file(path),
+                                  expectation(ref_model, prepared.deploy, precision, path, cfg.colors,
+                                              cfg.pixel_range))},
+                   inputs)
+    return check_pairs(runs, [Pair(ref_name, name, precision)], cfg.pixel_range)[0]
 
 
 def export_verified(prepared: PreparedModel, fmt: str, precision: str, out: Path | None = None,
@@ -112,8 +115,8 @@ def export_verified(prepared: PreparedModel, fmt: str, precision: str, out: Path
         progress("checking parity against the " + prepared.reference[0] + " graph")
         parity = parity_check(prepared, tmp, precision, f"{fmt}-{precision}")
         if not parity.passed:
-            raise ParityError(f"{fmt} {precision} export differs from the {parity.reference} graph: "
-                              f"max-abs {parity.stats.max_abs:.3g} > bound {parity.bound:.3g}; no file written")
+            raise ParityError(f"{fmt} {precision} export failed its parity check: {parity.problem()}; "
+                              "no file written")
         ops, size = op_counts(tmp, fmt), tmp.stat().st_size
     cfg = prepared.config
     return ExportReport(out, fmt, precision, size, ops, count_params(prepared.deploy),

@@ -6,22 +6,17 @@ import pytest
 import torch
 
 from edgesr.errors import ParityError
-from edgesr.images import verification_inputs
-from edgesr.runtimes import TorchGraph, open_model_file
-from edgesr.verify import BOUNDS
+from edgesr.runtimes import open_model_file
 from export import pipeline
 from export.onnx_exporter import onnx_op_counts
 from export.tflite_exporter import tflite_op_counts, tflite_weight_dtypes
 
-SIZES = [(24, 24), (17, 29), (31, 8)]
 
-
-def _max_err(prepared, path, subset=None) -> float:
-    cfg = prepared.config
-    graph, ref = open_model_file(path), TorchGraph(prepared.train)
-    errors = [np.abs(graph(x) - ref(x)).max() for label, x in verification_inputs(SIZES, cfg.colors, cfg.pixel_range)
-              if subset is None or label.startswith("random") == (subset == "random")]
-    return float(max(errors))
+def _parity(prepared, path, precision):
+    """The file against the training graph, within its precision's error model."""
+    check = pipeline.parity_check(prepared, path, precision, path.suffix[1:] + "-" + precision)
+    assert check.passed, check.problem()
+    return check
 
 
 @pytest.mark.parametrize("fixture", ["tiny_y", "tiny_rgb"])
@@ -37,7 +32,7 @@ def test_onnx_export_is_dynamic_simplified_and_exact(fixture, request, tmp_path)
     ops = onnx_op_counts(path)
     assert set(ops) <= {"Conv", "PRelu", "Add", "DepthToSpace", "Gather"}
     assert ops["DepthToSpace"] == 1 and ops["Conv"] == len(prepared.deploy.backbone)
-    assert _max_err(prepared, path) <= BOUNDS["fp32"] * prepared.config.pixel_range
+    _parity(prepared, path, "fp32")
 
 
 @pytest.mark.parametrize("fixture", ["tiny_y", "tiny_rgb"])
@@ -49,19 +44,20 @@ def test_tflite_fp32_is_native_ops_true_fp32_and_exact(fixture, request, tmp_pat
     assert "TRANSPOSE" not in ops and "DEQUANTIZE" not in ops
     assert {"CONV_2D", "PRELU", "ADD", "DEPTH_TO_SPACE"} <= set(ops)
     assert tflite_weight_dtypes(path) == {"float32"}
-    assert _max_err(prepared, path) <= BOUNDS["fp32"] * prepared.config.pixel_range
+    _parity(prepared, path, "fp32")
 
 
-def test_tflite_fp16_stores_half_weights_within_bound(tiny_y, tmp_path):
+def test_tflite_fp16_stores_half_weights_within_its_model(tiny_y, tmp_path):
+    """fp16 weights move the output (max-abs > 0) exactly as the model with fp16-rounded weights says."""
     path = tmp_path / "m.tflite"
     pipeline.write_model_file(tiny_y, "tflite", "fp16", path)
     assert "float16" in tflite_weight_dtypes(path)
     assert "TRANSPOSE" not in tflite_op_counts(path)
-    err = _max_err(tiny_y, path)
-    assert 0 < err <= BOUNDS["fp16"] * tiny_y.config.pixel_range
+    check = _parity(tiny_y, path, "fp16")
+    assert check.stats.max_abs > 100 * check.deviation
 
 
-def test_tflite_int8_is_fully_quantized_within_bound_on_photos(tiny_y, tmp_path):
+def test_tflite_int8_is_fully_quantized_within_its_model(tiny_y, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     path = tmp_path / "m.tflite"
@@ -71,7 +67,7 @@ def test_tflite_int8_is_fully_quantized_within_bound_on_photos(tiny_y, tmp_path)
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
     ops = tflite_op_counts(path)
     assert "TRANSPOSE" not in ops and "DEQUANTIZE" not in ops
-    assert _max_err(tiny_y, path, subset="photos") <= BOUNDS["int8"] * tiny_y.config.pixel_range
+    _parity(tiny_y, path, "int8")
 
 
 def test_export_verified_writes_report_and_file(tiny_y, tmp_path):

@@ -24,9 +24,9 @@ from edgesr.profile import macs_per_lr_pixel
 from edgesr.registry import get_model
 from edgesr.runtimes import open_model_file
 from edgesr.train import TrainSettings, train
+from edgesr.verify import check_output
 from export import pipeline
 
-BOUND = 1e-5 * 255  # the pipeline's fp32 bound on 0..255
 TIGHT = 1e-4  # train (hard masks) vs deploy vs sparse on 0..255: float32 re-association only
 TINY = "C8-K2"
 
@@ -347,9 +347,7 @@ def test_exported_dense_masked_graph_runs_on_inputs_with_other_masks(fmt, tiny_p
     for x in inputs:
         assert _min_margin(train_graph, x) > 1e-4
         densities.append([float(m.mean()) for m in _masks(deploy, x)])
-        with torch.no_grad():
-            ref = train_graph(x).numpy()
-        assert np.abs(graph(x.numpy()) - ref).max() <= BOUND
+        assert check_output(train_graph, x.numpy(), graph(x.numpy()), deploy).used <= 1
     assert densities[0] != densities[1]
     if fmt == "onnx":
         assert {"Greater", "Mul", "DepthToSpace"} <= set(ops) and "NonZero" not in ops and "ScatterND" not in ops
@@ -362,8 +360,8 @@ def test_cli_verify_passes_with_the_sparse_path(capsys):
     code = cli_main(["verify", "--model", "smsr", "--variant", "C8-K1", "--scale", "2", "--sizes", "16x16,13x7"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "all 7 checks passed" in out and "sparse" in out and "tflite-fp32" in out and "onnx-fp32" in out
-    assert "note: smsr checks fp32 unless --precision is given" in out and "tflite-fp16" not in out
+    assert "all 8 checks passed" in out and "sparse" in out and "tflite-fp32" in out and "onnx-fp32" in out
+    assert "note: smsr checks fp32 and fp16 unless --precision is given" in out and "tflite-int8" not in out
 
 
 # --- benchmark scripts -----------------------------------------------------------------------
@@ -375,7 +373,7 @@ def test_sparse_benchmark_sets_the_densities_it_reports(tmp_path):
     low, full = report["rows"]
     assert low["measured_density"] == pytest.approx(0.25, abs=0.02) and full["measured_density"] == 1.0
     assert low["macs_sparse"] < full["macs_sparse"] == full["macs_dense"]
-    assert max(low["max_abs_vs_dense"].values()) <= BOUND and "| 0.5 | 0.25 / 0.25 |" in smsr_sparse.to_markdown(report)
+    assert max(low["bound_used_vs_dense"].values()) <= 1 and "| 0.5 | 0.25 / 0.25 |" in smsr_sparse.to_markdown(report)
     torch.save(_model("C8-K1", 2).state_dict(), tmp_path / "m.pth")  # a checkpoint timed with its own masks
     own = smsr_sparse.run_checkpoint(tmp_path / "m.pth", (16, 20), 0.3, warmup=0, runs=1, seed=0)
     assert own["rows"][0]["target_density"] == "own" and "| own / " in smsr_sparse.to_markdown(own)
@@ -387,4 +385,4 @@ def test_mask_agreement_of_an_fp32_tflite_file_is_exact():
 
     report = smsr_masks.run("smsr", "C8-K1", 2, ["fp32"])
     row = report["rows"][0]
-    assert row["flipped"] == 0 and row["mask_pixels"] > 0 and row["max_abs_same_masks"] <= BOUND
+    assert row["flipped"] == 0 and row["mask_pixels"] > 0 and row["bound_used"] <= 1
