@@ -33,6 +33,12 @@ class ShellResult:
     exit_code: int
 
 
+def _last_line(result: subprocess.CompletedProcess) -> str:
+    """The last non-empty line adb printed, or its exit code."""
+    lines = [line.strip() for line in (result.stderr + "\n" + result.stdout).splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit code {result.returncode}, no output"
+
+
 def parse_devices(text: str) -> list[AdbDevice]:
     """Parse `adb devices -l` output."""
     devices = []
@@ -74,7 +80,8 @@ class Adb:
         """Every device the adb server knows, with its state (device/offline/unauthorized/...)."""
         result = self.run("devices", "-l", timeout=60)
         if result.returncode != 0:
-            raise ToolError(f"adb devices failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+            raise ToolError(f"'{self.path} devices' failed: {_last_line(result)}: is the adb server running and "
+                            "reachable ('adb start-server')?")
         return parse_devices(result.stdout)
 
     def select(self, serial: str | None) -> AdbDevice:
@@ -132,8 +139,8 @@ class Adb:
         """shell() that fails with a one-line error on a non-zero exit; returns stdout."""
         result = self.shell(serial, command, timeout)
         if result.exit_code != 0:
-            detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [f"exit code {result.exit_code}"]
-            raise ToolError(f"{what} failed on {serial}: {detail[0]}")
+            lines = [line.strip() for line in (result.stderr + "\n" + result.stdout).splitlines() if line.strip()]
+            raise ToolError(f"{what} failed on {serial}: {lines[-1] if lines else f'exit code {result.exit_code}'}")
         return result.stdout
 
     def push(self, serial: str, local: Path, remote: str) -> None:

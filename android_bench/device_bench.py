@@ -73,6 +73,34 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def activation_bytes_per_pixel(path: Path) -> int:
+    """Bytes a .tflite file keeps live per input pixel, read from its tensor shapes without
+    allocating anything: three of its widest activations (channels x element size)."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    widest = max((int(t["shape_signature"][-1]) * np.dtype(t["dtype"]).itemsize
+                  for t in Interpreter(model_path=str(path)).get_tensor_details()
+                  if len(t["shape_signature"]) == 4 and -1 in t["shape_signature"][1:3]), default=4)
+    return 3 * widest
+
+
+def check_device_memory(facts: dict, files: dict[str, Path], cases: list[DeviceCase]) -> None:
+    """Refuse input sizes the phone's available memory cannot hold, before anything is pushed."""
+    from edgesr.resources import SHARE, gib
+
+    available = facts.get("memory_available_bytes")
+    if not available:
+        return
+    per_pixel = {precision: activation_bytes_per_pixel(path) for precision, path in files.items()}
+    for case in cases:
+        n, _, h, w = case.shape
+        need = n * h * w * per_pixel[case.precision]
+        if need > SHARE * available:
+            raise UserError(f"input {'x'.join(map(str, case.shape))} needs about {gib(need)} on {facts['name']} but "
+                            f"{gib(SHARE * available)} of its memory is available: use a smaller --input")
+
+
 def input_tensor_name(path: Path) -> str:
     """Name of the model's input tensor, for --input_layer."""
     from ai_edge_litert.interpreter import Interpreter
@@ -111,6 +139,7 @@ def run_device_bench(adb: Adb, serial: str, files: dict[str, Path], cases: list[
     """Run every case on the device; returns (device facts, results). Any failure raises before
     a result is returned, so no partial report can be written."""
     facts = device_facts(adb, serial)
+    check_device_memory(facts, files, cases)
     mask = core_mask({int(c): f for c, f in facts["cores"].items()}, settings.cores)
     adb.check_shell(serial, f"mkdir -p {shlex.quote(settings.device_dir)}", "creating the work folder")
     pushed: list[str] = [f"{settings.device_dir}/run_benchmark.sh"]
@@ -138,6 +167,7 @@ def run_device_bench(adb: Adb, serial: str, files: dict[str, Path], cases: list[
                 raise ToolError(f"benchmark_model exited with code {result.exit_code} for {case.label}: {detail[0]}")
             results.append(DeviceResult(case, parse_benchmark_output(text), mask))
         facts["thermal_after_c"] = read_thermal(adb, serial)
+        facts["benchmark_tool"] = "stand-in" if any(r.output.standin for r in results) else "benchmark_model"
         return facts, results
     finally:
         if not settings.keep:

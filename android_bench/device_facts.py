@@ -70,15 +70,25 @@ def device_facts(adb: Adb, serial: str) -> dict:
     props = parse_getprop(adb.check_shell(serial, "getprop", "reading device properties"))
     cores = parse_cores(adb.check_shell(serial, _CORES_CMD, "reading CPU clocks"))
     return {
-        "kind": "adb", "serial": serial,
+        "kind": "adb", "serial": serial, "test_device": props.get("ro.edgesr.test_device"),
         "name": " ".join(filter(None, (props.get("ro.product.manufacturer"), props.get("ro.product.model")))) or serial,
         "android": props.get("ro.build.version.release"), "sdk": props.get("ro.build.version.sdk"),
         "abi": props.get("ro.product.cpu.abi"),
         "soc": " ".join(filter(None, (props.get("ro.soc.manufacturer"), props.get("ro.soc.model"))))
         or props.get("ro.board.platform"),
         "cores": {str(c): f for c, f in sorted(cores.items())},
+        "memory_available_bytes": parse_meminfo(adb.shell(serial, "cat /proc/meminfo").stdout),
         "thermal_c": read_thermal(adb, serial),
     }
+
+
+def parse_meminfo(text: str) -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None when the device hides it)."""
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:1] == ["MemAvailable:"] and len(parts) > 1 and parts[1].isdigit():
+            return int(parts[1]) * 1024
+    return None
 
 
 def read_thermal(adb: Adb, serial: str) -> dict[str, float]:

@@ -88,6 +88,7 @@ DEFAULT_PROPS: dict[str, str] = {
     "ro.soc.manufacturer": "Google",
     "ro.soc.model": "Tensor G3",
     "ro.board.platform": "zuma",
+    "ro.edgesr.test_device": "loopback",  # edgesr's loopback daemon; no phone has this property
 }
 CPU_MAX_FREQ_KHZ = (1800000,) * 4 + (2400000,) * 3 + (3000000,)
 THERMAL_ZONES = (("cpu-0", 41000), ("battery", 30500))

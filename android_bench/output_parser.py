@@ -45,6 +45,10 @@ class BenchmarkOutput:
     memory_init_mb: float | None
     memory_overall_mb: float | None
     peak_memory_mb: float | None
+    standin: bool = False  # printed by edgesr's stand-in (LiteRT on a host), not TFLite's benchmark_model
+
+
+STANDIN_BANNER = "edgesr stand-in benchmark_model"
 
 
 def _stat(match: re.Match) -> RunStats:
@@ -71,11 +75,11 @@ def parse_benchmark_output(text: str) -> BenchmarkOutput:
     if timings:
         unit = 1000.0 if timings.group(1) == "ms" else 1.0
         init, first, warm, avg = (float(timings.group(i)) * unit for i in range(2, 6))
-        return BenchmarkOutput(init, first, warm, avg, steady, warmup, *mem, peak_mb)
+        return BenchmarkOutput(init, first, warm, avg, steady, warmup, *mem, peak_mb, STANDIN_BANNER in text)
     old = _OLD_TIMINGS.search(text)
     if old:
         unit = 1000.0 if old.group(1) == "ms" else 1.0
         warm, init, avg = (float(old.group(i)) * unit for i in range(2, 5))
-        return BenchmarkOutput(init, None, warm, avg, steady, warmup, *mem, peak_mb)
+        return BenchmarkOutput(init, None, warm, avg, steady, warmup, *mem, peak_mb, STANDIN_BANNER in text)
     last = text.strip().splitlines()[-1:] or ["no output"]
     raise ToolError(f"benchmark_model printed no inference timings (last line: {last[0][:160]})")

@@ -51,6 +51,7 @@ def main(argv: list[str]) -> int:
         else:
             unconsumed.append(arg)
     print("INFO: STARTING!")
+    print("INFO: edgesr stand-in benchmark_model: LiteRT on the test rig's CPU, not a phone's")
     if unconsumed:
         print("Unconsumed cmdline flags: " + " ".join(unconsumed))
     graph = flags.get("graph", "")

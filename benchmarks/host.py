@@ -18,6 +18,7 @@ from edgesr.checkpoints import save_checkpoint
 from edgesr.errors import ToolError, UserError
 from edgesr.pipeline import PreparedModel
 from edgesr.profile import count_params, macs_per_lr_pixel, peak_activation_per_pixel
+from edgesr.resources import check_fits
 
 RUNTIMES = {"torch": ("fp32",), "torch-train": ("fp32",), "onnxruntime": ("fp32",),
             "tflite": ("fp32", "fp16", "int8")}
@@ -66,16 +67,6 @@ def parse_shape(text: str, colors: int) -> tuple[int, int, int, int]:
     return dims[0], dims[1], dims[2], dims[3]
 
 
-def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo (or a generous guess off Linux)."""
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 8 << 30
-
-
 def estimated_bytes(prepared: PreparedModel, shape: tuple[int, int, int, int]) -> int:
     """Rough peak working set of one inference: input, output and the widest activations
     (x3 for producer, consumer and runtime workspace), in float32."""
@@ -113,12 +104,8 @@ def plan_cases(prepared: PreparedModel, runtimes: list[str], precisions: list[st
     if "torch-train" in runtimes and prepared.train is None:
         raise UserError("torch-train needs the training graph, but the checkpoint is a deploy checkpoint")
     parsed = [parse_shape(s, prepared.config.colors) for s in shapes]
-    budget = available_memory_bytes()
     for shape in parsed:
-        need = estimated_bytes(prepared, shape)
-        if need > budget // 2:
-            raise UserError(f"input {'x'.join(map(str, shape))} needs about {need / 2**30:.1f} GiB per run but "
-                            f"only {budget / 2**30:.1f} GiB is available: use a smaller size")
+        check_fits(f"input {'x'.join(map(str, shape))}", estimated_bytes(prepared, shape), "use a smaller --input")
     return [BenchCase(r, p, s, t) for s in parsed for t in threads for r in runtimes
             for p in precisions if p in RUNTIMES[r]]
 

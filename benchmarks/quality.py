@@ -67,7 +67,7 @@ def measure(models=SHIPPED) -> dict:
                 raise SystemExit(f"no built-in checkpoint for {prepared.label}: nothing to measure")
             for name, graph in _graphs(prepared, Path(tmp)).items():
                 cfg = prepared.config
-                scores = evaluate_folder(graph, photos, cfg.scale, cfg.colors, cfg.pixel_range, _progress)
+                scores = evaluate_folder(graph, photos, cfg.scale, cfg.colors, cfg.pixel_range, _progress).images
                 rows.append({"model": model, "variant": variant, "scale": scale,
                              "weights": prepared.weights.replace(f"{ROOT}/", ""),
                              "graph": name, "images": [s.to_dict() for s in scores], "mean": mean_scores(scores)})

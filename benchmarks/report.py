@@ -29,9 +29,23 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def device_title(device: dict) -> str:
+    """Where a report ran, in words; a test rig says so (loopback device, stand-in tool)."""
+    name = device.get("name", device.get("kind"))
+    rig = []
+    if device.get("test_device"):
+        rig.append(f"edgesr's {device['test_device']} test device (simulating {name})")
+    if device.get("benchmark_tool") == "stand-in":
+        rig.append("the stand-in benchmark_model (LiteRT on the host CPU)")
+    if rig:
+        return " with ".join(rig) + ": NOT a phone's numbers"
+    return name
+
+
 def new_report(device: dict, settings: dict) -> dict:
     """An empty report carrying machine, versions and settings so runs can be compared."""
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device,
+            "ran_on": device_title(device),
             "host": {"os": platform.platform(), "python": platform.python_version()},
             "versions": package_versions(), "settings": settings, "cases": []}
 
@@ -189,7 +203,7 @@ def plot_png(report: dict, path: Path, force: bool = False) -> None:
     _plot_bars(axes[0][0], cases, colors)
     device = report["device"]
     sizes = ", ".join(sorted({_shape(c) for c in cases}))
-    fig.suptitle(f"edgesr bench on {device.get('name', device.get('kind'))} (input {sizes})", fontsize=10)
+    fig.suptitle(f"edgesr bench on {device_title(device)} (input {sizes})", fontsize=10)
     fig.tight_layout()
     with atomic_output(Path(path), force) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -204,7 +218,35 @@ def load_report(path: Path) -> dict:
         raise UserError(f"cannot read benchmark report {path}: {exc}") from None
     if not isinstance(report, dict) or report.get("schema") != SCHEMA:
         raise UserError(f"{path} is not an edgesr benchmark report (schema {SCHEMA})")
+    problem = schema_problem(report)
+    if problem:
+        raise UserError(f"benchmark report {path} is damaged: {problem}; re-run 'edgesr bench --json' to write it again")
     return report
+
+
+_CASE_FIELDS = {"model": str, "runtime": str, "precision": str, "input": list, "threads": int, "latency": dict}
+
+
+def schema_problem(report: dict) -> str | None:
+    """What is wrong with a report's structure (the fields compare and the table read), or None."""
+    if not isinstance(report.get("device"), dict):
+        return "no 'device' object"
+    cases = report.get("cases")
+    if not isinstance(cases, list):
+        return "no 'cases' list"
+    for i, case in enumerate(cases):
+        if not isinstance(case, dict):
+            return f"case {i} is not an object"
+        for key, kind in _CASE_FIELDS.items():
+            if not isinstance(case.get(key), kind) or isinstance(case.get(key), bool):
+                return f"case {i} has no valid '{key}'"
+        if len(case["input"]) != 4 or not all(isinstance(d, int) for d in case["input"]):
+            return f"case {i}: 'input' is not [N, C, H, W]"
+        latency = case["latency"]
+        headline = latency.get("median_ms") if latency.get("median_ms") is not None else latency.get("mean_ms")
+        if not isinstance(headline, (int, float)) or isinstance(headline, bool) or headline <= 0:
+            return f"case {i}: 'latency' has no positive median_ms or mean_ms"
+    return None
 
 
 def compare(a: dict, b: dict) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from edgesr.atomic import atomic_output
+from edgesr.atomic import write_bytes_atomic
 from edgesr.errors import UserError
 
 BUILTIN_DIR = Path(__file__).parent / "weights"
@@ -29,11 +29,15 @@ class Checkpoint:
 def read_checkpoint(path: Path) -> Checkpoint:
     """Load a checkpoint with weights_only=True and unwrap the known container formats."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a directory: pass a .pt/.pth file")
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found: check the --weights path")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, io.UnsupportedOperation) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (a non-checkpoint file fails torch.load in many ways: KeyError too)
         obj = _restricted_load(path) if isinstance(exc, pickle.UnpicklingError) else None
         if obj is not None:
             return _unwrap(obj, path)
@@ -73,6 +77,8 @@ def _unwrap(obj: object, path: Path) -> Checkpoint:
 def _load_failure_reason(exc: Exception) -> str:
     """The actual reason inside torch.load's long weights-only message, without ANSI codes,
     boilerplate, or its advice to load unsafely."""
+    if not isinstance(exc, (pickle.UnpicklingError, RuntimeError, EOFError, OSError)):
+        return f"not a PyTorch checkpoint ({type(exc).__name__} while unpickling)"
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).replace("WeightsUnpickler error:", "\n\n")
     boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
@@ -115,8 +121,15 @@ def save_checkpoint(path: Path, module: nn.Module, model: str, config: dict, gra
     """Save an edgesr checkpoint (state_dict + model name, config, graph kind) atomically."""
     payload = {"edgesr": {"model": model, "config": config, "graph": graph},
                "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()}}
-    with atomic_output(Path(path), force) as tmp:
-        torch.save(payload, tmp)
+    write_checkpoint(Path(path), payload, force)
+
+
+def write_checkpoint(path: Path, payload: dict, force: bool) -> None:
+    """torch.save through memory and an atomic write: a full disk is an OSError naming the file
+    (torch.save straight to a file reports it as an obscure RuntimeError)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(path, buffer.getvalue(), force)
 
 
 def builtin_checkpoint(model: str, variant: str, scale: int) -> Path | None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edgesr import __version__
-from edgesr.errors import ToolError, UserError
+from edgesr import __version__, interrupts
+from edgesr.errors import Terminated, ToolError, UserError, os_error
 from edgesr.verify import DEFAULT_SIZES
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -208,6 +210,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.device == "adb":
         return _bench_adb(args)
+    if args.tflite:
+        raise UserError("--tflite benchmarks a given file on a phone (--device adb); on the host, bench exports "
+                        "and verifies the model itself: drop --tflite, or add --device adb")
     from benchmarks.host import check_options, host_device, plan_cases, run_bench
 
     args.runtime = args.runtime or HOST_RUNTIMES
@@ -277,7 +282,7 @@ def _bench_adb(args: argparse.Namespace) -> int:
         report = bench_on_device(adb, device.serial, None if args.tflite else prepare_model, args.tflite,
                                  args.precision, args.delegate, args.threads, args.input, settings, _progress)
     facts = report["device"]
-    print(f"bench on {facts['name']} ({device.serial}, Android {facts['android']}, {facts['abi']}, "
+    print(f"bench on {reports.device_title(facts)} ({device.serial}, Android {facts['android']}, {facts['abi']}, "
           f"SoC {facts['soc']}); cores {args.cores}; thermal before {facts['thermal_c']}, "
           f"after {facts['thermal_after_c']}")
     print(reports.format_table(report))
@@ -314,10 +319,12 @@ def _training_stage(model: str, stages: tuple[str, ...], stage: str | None) -> s
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model on a folder of HR images and save an edgesr checkpoint."""
+    import math
     import tempfile
 
     import torch
 
+    from edgesr.atomic import ensure_writable_parent
     from edgesr.checkpoints import load_strict, read_checkpoint
     from edgesr.data import load_pairs
     from edgesr.pipeline import PreparedModel
@@ -328,20 +335,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = recipe_for(spec.name)
     stage = _training_stage(spec.name, recipe.stages, args.stage)
     config = spec.config(args.variant, args.scale, args.pixel_range)
+    spec.check_fits(config)
     settings = TrainSettings(args.iters, args.batch or recipe.batch, args.patch or recipe.lr_patch(config.scale),
                              args.lr or recipe.lr_for(stage), args.seed, args.save_every)
-    if settings.iters < 1 or settings.batch < 1 or settings.lr_patch < 4 or settings.lr <= 0:
-        raise UserError("--iters and --batch must be >= 1, --patch >= 4 and --lr > 0")
+    if settings.iters < 1 or settings.batch < 1 or settings.save_every < 1 or settings.lr_patch < 4:
+        raise UserError("--iters, --batch and --save-every must be >= 1, --patch >= 4")
+    if not (math.isfinite(settings.lr) and settings.lr > 0):
+        raise UserError(f"--lr {settings.lr:g} is not a learning rate: pass a finite number > 0, e.g. 5e-4")
     if args.resume and args.weights:
         raise UserError("--resume continues the run saved in --output; --weights starts a new run from a "
                         "checkpoint: pass one of them")
     resume_state = None
+    if args.output.is_dir():
+        raise UserError(f"-o {args.output} is a directory: pass the checkpoint file to write, e.g. "
+                        f"{args.output / 'model.pt'}")
+    if args.resume and not args.output.exists():
+        raise UserError(f"--resume: there is no run to resume, {args.output} does not exist: drop --resume to start "
+                        "a new run, or pass the -o of the interrupted run")
     if args.output.exists() and not (args.resume or args.force):
         raise UserError(f"{args.output} exists: pass --resume to continue that run or --force to start over")
+    if args.resume and args.force:
+        raise UserError("--resume continues the run in -o, --force starts it over: pass one of them")
+    ensure_writable_parent(args.output)
     torch.manual_seed(args.seed)
     model = spec.train_graph(config)
     label = f"{spec.name} {config.variant} x{config.scale}"
-    start_from = args.output if args.resume and args.output.exists() else args.weights
+    start_from = args.output if args.resume else args.weights
     if start_from:
         checkpoint = read_checkpoint(start_from)
         saved = checkpoint.metadata.get("config")
@@ -374,19 +393,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_checked(path: Path, prepared):
+    """An exported model file, checked to take the model's colours and upscale by its scale."""
+    from edgesr.runtimes import check_model_file, open_model_file
+
+    graph = open_model_file(path)
+    cfg = prepared.config
+    check_model_file(graph, path, cfg.colors, cfg.scale, prepared.label)
+    return graph
+
+
 def _print_eval(prepared, folder: Path, model_file: Path | None, graph_name: str, json_path: Path | None = None,
                 force: bool = False) -> int:
     from edgesr.atomic import write_bytes_atomic
     from edgesr.evaluate import evaluate_folder, mean_scores
-    from edgesr.runtimes import TorchGraph, open_model_file
+    from edgesr.profile import peak_activation_per_pixel
+    from edgesr.runtimes import TorchGraph
 
     cfg = prepared.config
+    module = prepared.train if graph_name == "train" and prepared.train is not None else prepared.deploy
     if model_file:
-        graph, what = open_model_file(model_file), str(model_file)
+        graph, what = _open_checked(model_file, prepared), str(model_file)
     else:
-        module = prepared.train if graph_name == "train" and prepared.train is not None else prepared.deploy
         graph, what = TorchGraph(module), f"{graph_name} graph"
-    scores = evaluate_folder(graph, folder, cfg.scale, cfg.colors, cfg.pixel_range, _progress)
+    result = evaluate_folder(graph, folder, cfg.scale, cfg.colors, cfg.pixel_range, _progress,
+                             4 * 3 * peak_activation_per_pixel(module, cfg.colors))
+    scores = result.images
     print(f"eval {prepared.label} ({what}, weights: {prepared.weights}) on {folder}: "
           f"Y PSNR/SSIM with a {cfg.scale}-pixel border crop on 8-bit output; RGB PSNR alongside")
     print(f"{'image':<24} {'PSNR-Y':>8} {'SSIM-Y':>7} {'PSNR-RGB':>9} | {'bicubic PSNR-Y':>14} {'SSIM-Y':>7} "
@@ -398,9 +430,13 @@ def _print_eval(prepared, folder: Path, model_file: Path | None, graph_name: str
     print(f"{'mean':<24} {mean['psnr_y']:>8.3f} {mean['ssim_y']:>7.4f} {mean['psnr_rgb']:>9.3f} | "
           f"{mean['bicubic_psnr_y']:>14.3f} {mean['bicubic_ssim_y']:>7.4f} {mean['bicubic_psnr_rgb']:>9.3f}")
     print(f"gain over bicubic: {mean['psnr_y'] - mean['bicubic_psnr_y']:+.3f} dB PSNR-Y")
+    if result.skipped:
+        print(f"{len(result.skipped)} of {len(result.skipped) + len(scores)} images skipped (see the warnings): "
+              f"{', '.join(result.skipped)}")
     if json_path:
         payload = {"model": prepared.spec.name, "config": cfg.to_dict(), "weights": prepared.weights, "graph": what,
-                   "data": str(folder), "images": [s.to_dict() for s in scores], "mean": mean}
+                   "data": str(folder), "images": [s.to_dict() for s in scores], "skipped": result.skipped,
+                   "mean": mean}
         write_bytes_atomic(json_path, json.dumps(payload, indent=2).encode(), force)
         print(f"wrote {json_path}")
     return 0
@@ -421,28 +457,31 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from edgesr.atomic import atomic_output
-    from edgesr.data import load_rgb
+    from edgesr.data import image_size, load_rgb
+    from edgesr.profile import peak_activation_per_pixel
+    from edgesr.resources import check_fits
     from edgesr.routed import RouteTally
-    from edgesr.runtimes import TorchGraph, open_model_file
-    from edgesr.upscale import upscale_rgb
+    from edgesr.runtimes import TorchGraph, check_model_file, open_model_file
+    from edgesr.upscale import memory_needed, upscale_rgb
 
-    if not args.image.is_file():
-        raise UserError(f"image {args.image} not found")
     if args.tile < 16 or not 0 <= args.overlap < args.tile // 2:
         raise UserError("--tile must be >= 16 and --overlap between 0 and tile/2")
-    try:
-        rgb = load_rgb(args.image)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise UserError(f"cannot read image {args.image}: {exc}") from None
+    height, width = image_size(args.image)
     prepared = _checked_prepare(args, args.output)
-    graph = open_model_file(args.model_file) if args.model_file else TorchGraph(prepared.deploy)
+    cfg = prepared.config
+    activations = 4 * 3 * peak_activation_per_pixel(prepared.deploy, cfg.colors)
+    check_fits(f"upscaling {args.image} ({width}x{height}) x{cfg.scale} to {width * cfg.scale}x{height * cfg.scale}",
+               memory_needed(height, width, cfg.scale, args.tile, activations),
+               "downscale or crop the image first, or use a smaller --tile")
+    graph = _open_checked(args.model_file, prepared) if args.model_file else TorchGraph(prepared.deploy)
     route = getattr(graph if args.model_file else prepared.deploy, "route", None)  # ClassSR: routed tiles
     tally = RouteTally(route) if route else None
-    cfg = prepared.config
-    _progress(f"upscaling {args.image.name} ({rgb.shape[1]}x{rgb.shape[0]}) x{cfg.scale} with {prepared.label}")
+    rgb = load_rgb(args.image, np.float32)
+    _progress(f"upscaling {args.image.name} ({width}x{height}) x{cfg.scale} with {prepared.label}")
     out = upscale_rgb(tally or graph, rgb, cfg.scale, cfg.colors, cfg.pixel_range, args.tile, args.overlap)
+    del rgb
     with atomic_output(args.output, args.force) as tmp:
-        Image.fromarray(np.round(out * 255).astype("uint8")).save(tmp, format="PNG")
+        Image.fromarray(out).save(tmp, format="PNG")
     print(f"wrote {args.output} ({out.shape[1]}x{out.shape[0]})")
     if tally:
         from edgesr.models.classsr import CLASSES
@@ -579,19 +618,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors become one line on stderr and exit code 2."""
-    args = build_parser().parse_args(argv)
+    """Entry point: every failure becomes one line on stderr. Exit codes: 2 user error, 1 tool or
+    environment error, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (temporary files removed first)."""
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    interrupts.install()
+    try:
+        args = build_parser().parse_args(argv)
+        return _run(args)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"edgesr: {message}", file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"edgesr: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"error: {exc}", 2)
     except ToolError as exc:
-        print(f"edgesr: error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(f"error: {exc}", 1)
     except KeyboardInterrupt:
-        print("edgesr: interrupted", file=sys.stderr)
-        return 130
+        return _fail("interrupted (Ctrl-C): temporary files removed, nothing half-written left", 130)
+    except Terminated as exc:
+        return _fail(f"stopped by {exc}: temporary files removed, nothing half-written left", 128 + exc.signum)
+    except MemoryError:
+        return _fail("error: out of memory: use smaller inputs (--sizes, --input, --tile) or a smaller variant", 1)
+    except OSError as exc:
+        return _fail(f"error: {os_error(exc, 'a file operation')}", 1)
+    except Exception as exc:  # noqa: BLE001  (the last line of defence: never a traceback)
+        if os.environ.get("EDGESR_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())[:300] or "no message"
+        return _fail(f"internal error: {type(exc).__name__}: {text} (a bug in edgesr: please report it with the "
+                     "command line; EDGESR_DEBUG=1 shows the traceback)", 1)
 
 
 if __name__ == "__main__":

@@ -15,32 +15,109 @@ from edgesr.resize import imresize
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """Any image file -> RGB float64 HxWx3 in [0, 1]: EXIF rotation applied, grayscale
-    replicated, alpha composited on white, 16-bit grayscale kept at full precision."""
-    from PIL import Image, ImageOps
+class UnreadableImage(UserError):
+    """An image file that cannot be decoded (corrupt, truncated, not an image)."""
 
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        if im.mode.startswith("I"):  # 16/32-bit grayscale
-            arr = np.asarray(im, dtype=np.float64)
-            peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-            return np.repeat(np.clip(arr / peak, 0, 1)[..., None], 3, axis=2)
-        if im.mode in ("RGBA", "LA", "P", "PA"):
-            rgba = np.asarray(im.convert("RGBA"), dtype=np.float64) / 255.0
-            return rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
-        return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
+
+def _checked_file(path: Path, what: str = "image") -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory, not a file: pass an image file")
+    if not path.is_file():
+        raise UserError(f"{what} {path} not found")
+    return path
+
+
+def _pil():
+    """PIL's Image module without its decompression-bomb limit: edgesr checks an image's memory
+    need against what is available (see image_size), which is the limit that matters."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    return Image
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:160]
+    return text or type(exc).__name__
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file as it will be decoded (EXIF rotation applied), read from its
+    header: memory is checked against this before any pixel is decoded."""
+    path = _checked_file(path)
+    try:
+        with _pil().open(path) as im:
+            width, height = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that swap the axes
+                width, height = height, width
+    except Exception as exc:  # noqa: BLE001  (PIL raises many types for bad files: OSError, SyntaxError, zlib.error...)
+        raise UnreadableImage(f"cannot read image {path}: {_reason(exc)}") from None
+    return height, width
+
+
+def load_rgb(path: Path, dtype=np.float64) -> np.ndarray:
+    """Any image file -> RGB HxWx3 in [0, 1] of `dtype`: EXIF rotation applied, grayscale
+    replicated, alpha composited on white, 16-bit grayscale kept at full precision. Check its
+    size (image_size) against memory first: decoding is not limited here."""
+    from PIL import ImageOps
+
+    path = _checked_file(path)
+    try:
+        with _pil().open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I"):  # 16/32-bit grayscale
+                arr = np.asarray(im, dtype=dtype)
+                peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+                return np.repeat(np.clip(arr / peak, 0, 1)[..., None], 3, axis=2).astype(dtype)
+            if im.mode in ("RGBA", "LA", "P", "PA"):
+                rgba = np.asarray(im.convert("RGBA"), dtype=dtype) / 255.0
+                return rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+            return np.asarray(im.convert("RGB"), dtype=dtype) / dtype(255.0)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (see image_size)
+        raise UnreadableImage(f"cannot read image {path}: {_reason(exc)}") from None
 
 
 def list_images(folder: Path) -> list[Path]:
     """Image files under `folder` (recursively), sorted; a clear error if there are none."""
     folder = Path(folder)
+    if folder.is_file():
+        raise UserError(f"data folder {folder} is a file: pass a folder of images")
     if not folder.is_dir():
         raise UserError(f"data folder {folder} not found")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise UserError(f"data folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
+
+
+def readable_images(folder: Path, scale: int, min_hr_side: int, bytes_per_pixel: float,
+                    warn=lambda message: print(f"warning: {message}", file=sys.stderr)) -> tuple[list, list[str]]:
+    """(path, HR image cropped to a multiple of the scale) for every usable image in a folder, and the
+    names skipped with a warning: unreadable, smaller than `min_hr_side`, or needing more than the
+    available memory at `bytes_per_pixel` of HR image (checked before decoding)."""
+    from edgesr.resources import SHARE, available_memory_bytes, gib
+
+    usable, skipped = [], []
+    budget = available_memory_bytes() * SHARE
+    for path in list_images(folder):
+        try:
+            height, width = image_size(path)
+            if min(height, width) // scale * scale < min_hr_side:
+                raise UserError(f"{width}x{height} is smaller than {min_hr_side} pixels")
+            if height * width * bytes_per_pixel > budget:
+                raise UserError(f"{width}x{height} needs about {gib(height * width * bytes_per_pixel)} of memory, "
+                                f"{gib(budget)} is available")
+            usable.append((path, modcrop(load_rgb(path), scale)))
+        except UserError as exc:
+            warn(f"skipping {path.name}: {str(exc).replace(f'cannot read image {path}: ', 'unreadable: ')}")
+            skipped.append(path.name)
+    if not usable:
+        raise UserError(f"no usable image in {folder}: {len(skipped)} skipped (unreadable, smaller than "
+                        f"{min_hr_side} pixels or too large for memory)")
+    return usable, skipped
 
 
 def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
@@ -71,27 +148,16 @@ class PairSet:
 
 
 def load_pairs(folder: Path, scale: int, colors: int, min_lr_side: int = 1) -> PairSet:
-    """Load every readable image, build its LR by bicubic degradation; corrupt files and images
-    smaller than `min_lr_side` LR pixels are skipped with a warning and counted."""
-    names, lrs, hrs, skipped = [], [], [], []
-    for path in list_images(folder):
-        try:
-            rgb = modcrop(load_rgb(path), scale)
-        except (OSError, ValueError, SyntaxError) as exc:
-            print(f"warning: skipping unreadable image {path.name}: {exc}", file=sys.stderr)
-            skipped.append(path.name)
-            continue
-        if min(rgb.shape[:2]) // scale < min_lr_side:
-            print(f"warning: skipping {path.name}: {rgb.shape[1]}x{rgb.shape[0]} is smaller than the "
-                  f"{min_lr_side * scale}-pixel patch", file=sys.stderr)
-            skipped.append(path.name)
-            continue
+    """Load every readable image, build its LR by bicubic degradation; corrupt files, images
+    smaller than `min_lr_side` LR pixels and images too large for memory are skipped with a
+    warning and counted."""
+    names, lrs, hrs = [], [], []
+    # decoding (float64 RGB), the float32 HR/LR copies and the resize's float64 passes
+    usable, skipped = readable_images(folder, scale, min_lr_side * scale, bytes_per_pixel=3 * 8 * 4)
+    for path, rgb in usable:
         names.append(path.name)
         hrs.append(to_channels(rgb, colors).astype(np.float32))
         lrs.append(to_channels(degrade(rgb, scale), colors).astype(np.float32))
-    if not names:
-        raise UserError(f"no usable image in {folder}: {len(skipped)} skipped (unreadable or smaller than "
-                        f"{min_lr_side * scale} pixels)")
     return PairSet(names, lrs, hrs, skipped)
 
 

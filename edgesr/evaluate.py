@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesr.data import degrade, list_images, load_rgb, modcrop, to_channels
+from edgesr.data import degrade, readable_images, to_channels
 from edgesr.images import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
 from edgesr.resize import imresize
 from edgesr.runtimes import Graph
@@ -74,17 +74,32 @@ def score_image(name: str, sr_rgb: np.ndarray, bicubic_rgb: np.ndarray, hr_rgb: 
     return ImageScores(name, *metrics)
 
 
+SSIM_WINDOW = 11  # the Gaussian window (sigma 1.5) needs 11 pixels after the border crop
+HR_BYTES_PER_PIXEL = 6 * 3 * 8  # decoded HR, SR, bicubic and their 8-bit and Y copies, float64
+
+
+@dataclass(frozen=True)
+class FolderScores:
+    """Scores of every usable image of a folder, and the names of those skipped."""
+
+    images: list[ImageScores]
+    skipped: list[str]
+
+
 def evaluate_folder(graph: Graph, folder: Path, scale: int, colors: int, pixel_range: float,
-                    progress=lambda _: None) -> list[ImageScores]:
-    """Every image: HR cropped to a multiple of scale, LR by bicubic degradation, then scored."""
+                    progress=lambda _: None, activation_bytes_per_lr_pixel: float = 0.0) -> FolderScores:
+    """Every usable image: HR cropped to a multiple of scale, LR by bicubic degradation, then
+    scored. Unreadable images, images too small for the border crop and SSIM window, and images
+    too large for memory are skipped with a warning and listed."""
+    per_pixel = HR_BYTES_PER_PIXEL + activation_bytes_per_lr_pixel / scale ** 2
+    usable, skipped = readable_images(folder, scale, 2 * scale + SSIM_WINDOW, per_pixel)
     scores = []
-    for path in list_images(folder):
-        hr = modcrop(load_rgb(path), scale)
+    for path, hr in usable:
         lr = degrade(hr, scale)
         progress(f"evaluating {path.name} ({lr.shape[1]}x{lr.shape[0]} LR)")
         sr = super_resolve_rgb(graph, lr, scale, colors, pixel_range)
         scores.append(score_image(path.name, sr, imresize(lr, scale), hr, scale))
-    return scores
+    return FolderScores(scores, skipped)
 
 
 def mean_scores(scores: list[ImageScores]) -> dict[str, float]:

@@ -72,6 +72,7 @@ def prepare(model: str, variant: str | None = None, scale: int | None = None, we
     spec = get_model(model)
     if weights is None:
         config = spec.config(variant, scale, pixel_range)
+        spec.check_fits(config)
         weights = builtin_checkpoint(spec.name, config.variant, config.scale)
         if weights is None:
             torch.manual_seed(seed)
@@ -83,6 +84,7 @@ def prepare(model: str, variant: str | None = None, scale: int | None = None, we
         pixel_range = saved or (1.0 if checkpoint.source_format == "basicsr" else spec.default_pixel_range)
     config = _config_for_checkpoint(spec, checkpoint.state_dict, variant, scale, pixel_range, weights,
                                     checkpoint.metadata.get("config", {}).get("scale"))
+    spec.check_fits(config)
     if spec.is_deploy_state_dict(checkpoint.state_dict):
         deploy = spec.deploy_graph(config)
         load_strict(deploy, checkpoint.state_dict, f"{spec.name} {config.variant} x{config.scale} (deploy graph)")

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import torch.nn as nn
 
 from edgesr.errors import UserError
+from edgesr.resources import Footprint, check_model_fits
 from edgesr.models import classsr, ecbsr, smsr, splitsr
 
 
@@ -43,6 +44,7 @@ class ModelSpec:
     train_graph: Callable[[Any], nn.Module]
     deploy_graph: Callable[[Any], nn.Module]
     keras_graph: Callable[[nn.Module], Any]
+    footprint: Callable[[Any], Footprint]  # training-graph size from the config, nothing built
     # Multi-graph models (ClassSR): a module exporting resolve_output, export_bundle and
     # verify_bundle; the CLI dispatches export/verify to it instead of the single-graph path.
     bundle: str | None = None
@@ -71,6 +73,10 @@ class ModelSpec:
         self.check_scale(scale)
         return self.parse_variant(self.default_variant if variant is None else variant, scale,
                                   self.default_pixel_range if pixel_range is None else pixel_range)
+
+    def check_fits(self, config: SRConfig) -> None:
+        """Refuse a config too big for this machine's memory, before anything is built."""
+        check_model_fits(f"{self.name} {config.variant} x{config.scale}", self.footprint(config))
 
 
 def _ecbsr_keras(deploy: nn.Module) -> Any:
@@ -123,6 +129,7 @@ MODELS: dict[str, ModelSpec] = {
         train_graph=ecbsr.ECBSR,
         deploy_graph=ecbsr.ECBSRPlain,
         keras_graph=_ecbsr_keras,
+        footprint=ecbsr.footprint,
     ),
     "splitsr": ModelSpec(
         name="splitsr",
@@ -138,6 +145,7 @@ MODELS: dict[str, ModelSpec] = {
         train_graph=splitsr.SplitSR,
         deploy_graph=splitsr.SplitSRPlain,
         keras_graph=_splitsr_keras,
+        footprint=splitsr.footprint,
     ),
     "classsr": ModelSpec(
         name="classsr",
@@ -153,6 +161,7 @@ MODELS: dict[str, ModelSpec] = {
         train_graph=classsr.ClassSR,
         deploy_graph=classsr.ClassSRDeploy,
         keras_graph=_classsr_keras,
+        footprint=classsr.footprint,
         bundle="export.classsr_bundle",
     ),
     "smsr": ModelSpec(
@@ -169,6 +178,7 @@ MODELS: dict[str, ModelSpec] = {
         train_graph=smsr.SMSR,
         deploy_graph=smsr.deploy_graph_from_config,
         keras_graph=_smsr_keras,
+        footprint=smsr.footprint,
         extra_graphs=_smsr_sparse,
         cost_notes=_smsr_costs,
         verify_precisions=("fp32", "fp16"),

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from edgesr.errors import UserError
+from edgesr.errors import ToolError, UserError
 from edgesr.quiet import captured_output
 
 if TYPE_CHECKING:  # torch loads only for TorchGraph: ONNX Runtime / LiteRT workers never import it
@@ -67,11 +67,15 @@ class OnnxGraph:
             options.inter_op_num_threads = 1
         if not spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.bind(x)()
+        try:
+            return self.bind(x)()
+        except Exception as exc:  # noqa: BLE001
+            raise ToolError(f"ONNX Runtime failed on {self.path.name} for input {x.shape}: {_first_line(exc)}") from None
 
     def bind(self, x: np.ndarray) -> Callable[[], np.ndarray]:
         feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
@@ -91,7 +95,10 @@ class TfliteGraph:
         self.shape: tuple[int, ...] | None = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        result = _dequantize(self.bind(x)(), self.interpreter.get_output_details()[0])
+        try:
+            result = _dequantize(self.bind(x)(), self.interpreter.get_output_details()[0])
+        except Exception as exc:  # noqa: BLE001
+            raise ToolError(f"LiteRT failed on {self.path.name} for input {x.shape}: {_first_line(exc)}") from None
         return result.transpose(0, 3, 1, 2) if result.ndim == 4 else result  # e.g. ClassSR's (N, classes) logits
 
     def bind(self, x: np.ndarray) -> Callable[[], np.ndarray]:
@@ -160,9 +167,15 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return ((y.astype(np.float64) - zero) * scale).astype(np.float32)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return " ".join(text.splitlines()[0].split())[:200] if text else type(exc).__name__
+
+
 def open_model_file(path: Path, threads: int | None = None, spin: bool = True) -> Graph:
     """Open an exported .onnx or .tflite file with its runtime (or a ClassSR bundle directory);
-    `spin` is ONNX Runtime's busy-waiting of idle worker threads (see OnnxGraph)."""
+    `spin` is ONNX Runtime's busy-waiting of idle worker threads (see OnnxGraph). A file the
+    runtime rejects (corrupt, truncated, not a model) is a ToolError naming the runtime's reason."""
     path = Path(path)
     if path.is_dir():
         from edgesr.routed import RoutedBundle  # routed imports this module
@@ -170,8 +183,33 @@ def open_model_file(path: Path, threads: int | None = None, spin: bool = True) -
         return RoutedBundle(path, threads)
     if not path.is_file():
         raise UserError(f"model file {path} not found")
-    if path.suffix == ".onnx":
-        return OnnxGraph(path, threads, spin)
-    if path.suffix == ".tflite":
-        return TfliteGraph(path, threads)
-    raise UserError(f"unknown model file type '{path.suffix}': expected .onnx or .tflite")
+    runtimes = {".onnx": ("ONNX Runtime", lambda: OnnxGraph(path, threads, spin)),
+                ".tflite": ("LiteRT", lambda: TfliteGraph(path, threads))}
+    if path.suffix not in runtimes:
+        raise UserError(f"unknown model file type '{path.suffix}': expected .onnx, .tflite or a ClassSR bundle folder")
+    runtime, make = runtimes[path.suffix]
+    try:
+        return make()
+    except (UserError, ToolError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001  (each runtime has its own exception types)
+        raise ToolError(f"{runtime} cannot load {path}: {_first_line(exc)}: is it a complete file written by "
+                        "'edgesr export'?") from None
+
+
+def check_model_file(graph: Graph, path: Path, colors: int, scale: int, described: str) -> None:
+    """Refuse a model file that does not fit the model it is used as: one probe inference must
+    take `colors` channels and upscale by `scale` (`described` names that model for the message)."""
+    probe = np.zeros((1, colors, 32, 32), dtype=np.float32)
+    try:
+        shape = np.asarray(graph(probe)).shape
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (ToolError included: the runtime rejected the input's layout)
+        raise UserError(f"model file {path} does not run on {colors}-channel input ({_first_line(exc)}): it was "
+                        f"exported for another model than {described}; pass the matching --model/--variant") from None
+    expected = (1, colors, 32 * scale, 32 * scale)
+    if shape != expected:
+        found = f"x{shape[2] / 32:g} with {shape[1]} channel(s)" if len(shape) == 4 else f"output shape {shape}"
+        raise UserError(f"model file {path} upscales {found}, but {described} upscales x{scale} with {colors} channel(s): "
+                        "pass the --variant/--scale it was exported with")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgesr.atomic import atomic_output
+from edgesr.checkpoints import write_checkpoint
 from edgesr.data import PairSet, random_batch
 from edgesr.errors import ToolError, UserError
 from edgesr.models.classsr import STAGES as CLASSSR_STAGES
@@ -80,8 +80,7 @@ def _save(path: Path, model: torch.nn.Module, name: str, config: SRConfig, itera
         payload["train_state"] = {"iteration": iteration, "optimizer": optimizer.state_dict(),
                                   "scheduler": scheduler.state_dict(), "numpy_rng": rng.bit_generator.state,
                                   "torch_rng": torch.get_rng_state()}
-    with atomic_output(path, force=True) as tmp:
-        torch.save(payload, tmp)
+    write_checkpoint(path, payload, force=True)
 
 
 def train(model: torch.nn.Module, name: str, config: SRConfig, pairs: PairSet, settings: TrainSettings,
@@ -105,6 +104,7 @@ def train(model: torch.nn.Module, name: str, config: SRConfig, pairs: PairSet, s
         torch.set_rng_state(resume_state["torch_rng"])
         log(f"resuming at iteration {start} of {settings.iters}")
     pixel_range = config.pixel_range
+    last_saved = start  # the iteration `output` holds for this run (0: nothing of this run yet)
     tick, running, seen = time.perf_counter(), 0.0, 0
     for iteration in range(start + 1, settings.iters + 1):
         lr_np, hr_np = random_batch(pairs, settings.batch, settings.lr_patch, config.scale, rng)
@@ -114,8 +114,9 @@ def train(model: torch.nn.Module, name: str, config: SRConfig, pairs: PairSet, s
         loss = (model_loss(lr_t, hr_t, (iteration - 1) / settings.iters) if model_loss
                 else F.l1_loss(model(lr_t), hr_t))
         if not math.isfinite(loss.item()):
-            raise ToolError(f"training loss became {loss.item()} at iteration {iteration}: lower --lr; the last "
-                            f"good checkpoint is {output} (resume with --resume)")
+            saved = (f"the last good checkpoint is {output}, iteration {last_saved} (resume it with --resume and a "
+                     "lower --lr)" if last_saved else "this run saved no checkpoint yet")
+            raise ToolError(f"training loss became {loss.item()} at iteration {iteration}: lower --lr; {saved}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -129,6 +130,7 @@ def train(model: torch.nn.Module, name: str, config: SRConfig, pairs: PairSet, s
             tick, running, seen = time.perf_counter(), 0.0, 0
         if iteration % settings.save_every == 0 and iteration < settings.iters:
             _save(output, model, name, config, iteration, optimizer, scheduler, rng, final=False)
+            last_saved = iteration
     model.eval().cpu()
     _save(output, model, name, config, settings.iters, optimizer, scheduler, rng, final=True)
     return settings.iters

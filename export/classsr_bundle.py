@@ -279,7 +279,7 @@ def export_bundle(prepared: PreparedModel, fmt: str, precision: str, out: Path |
     """Export, verify every graph and the routed image, then rename the directory into place."""
     out = resolve_output(prepared, fmt, precision, out, force)
     cfg = prepared.config
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, force) as tmp:
         manifest = write_bundle(prepared, fmt, precision, tmp, progress)
         progress("checking each graph against its PyTorch module")
         checks = graph_checks(prepared, tmp, fmt, precision)

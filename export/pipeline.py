@@ -57,6 +57,8 @@ def resolve_output(prepared: PreparedModel, fmt: str, precision: str, out: Path 
     """The output path (default or given), checked for suffix, existence and writability."""
     suffix = check_format(fmt, precision)
     out = Path(out) if out is not None else default_output(prepared, fmt, precision)
+    if out.is_dir():
+        raise UserError(f"output path {out} is a directory: pass a file name ending in {suffix}")
     if out.suffix != suffix:
         raise UserError(f"output {out} should end in {suffix} for --format {fmt}")
     check_output_path(out, force)

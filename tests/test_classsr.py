@@ -505,10 +505,10 @@ def test_shipped_checkpoint_routes_photos_and_beats_bicubic_held_out(tmp_path):
     for path in write_heldout_photos(tmp_path / "all"):
         if path.stem in ("chelsea", "coffee"):
             path.rename(folder / path.name)
-    torch_scores = mean_scores(evaluate_folder(TorchGraph(prepared.deploy), folder, 4, 3, 1.0))
+    torch_scores = mean_scores(evaluate_folder(TorchGraph(prepared.deploy), folder, 4, 3, 1.0).images)
     assert torch_scores["psnr_y"] > torch_scores["bicubic_psnr_y"] + 0.2  # measured +0.39 dB
     bundle = RoutedBundle(export_bundle(prepared, "tflite", "fp32", tmp_path / "bundle").path)
-    lite_scores = mean_scores(evaluate_folder(bundle, folder, 4, 3, 1.0))
+    lite_scores = mean_scores(evaluate_folder(bundle, folder, 4, 3, 1.0).images)
     assert abs(lite_scores["psnr_y"] - torch_scores["psnr_y"]) < 0.01
     rocket_lr = to_model_input(degrade(photo("rocket"), 4), 3, 1.0)  # sky and launch tower
     histogram = bundle.route(rocket_lr).histogram

@@ -63,7 +63,7 @@ def test_corrupt_and_small_images_are_skipped_and_counted(hr_folder, tmp_path, c
     pairs = load_pairs(hr_folder, 2, 1, min_lr_side=8)
     assert sorted(pairs.names) == ["img0.png", "img1.png"] and sorted(pairs.skipped) == ["broken.png", "tiny.png"]
     err = capsys.readouterr().err
-    assert "unreadable image broken.png" in err and "tiny.png" in err
+    assert "skipping broken.png: unreadable" in err and "skipping tiny.png: 6x6 is smaller" in err
     assert pairs.lr[0].shape == (1, 32, 24) and pairs.hr[0].shape == (1, 64, 48)
     with pytest.raises(UserError, match="not found"):
         data_mod.list_images(tmp_path / "missing")
@@ -125,7 +125,7 @@ class _Bicubic:
 
 
 def test_eval_protocol_against_a_bicubic_graph(hr_folder):
-    scores = evaluate_folder(_Bicubic(), hr_folder, 2, 3, 1.0)
+    scores = evaluate_folder(_Bicubic(), hr_folder, 2, 3, 1.0).images
     for s in scores:
         assert s.psnr_y == pytest.approx(s.bicubic_psnr_y, abs=1e-9)
         assert s.psnr_rgb == pytest.approx(s.bicubic_psnr_rgb, abs=1e-9)
@@ -142,8 +142,8 @@ def test_eval_of_exported_tflite_matches_pytorch_within_0_01_db(hr_folder, tmp_p
                              "test", True)
     path = tmp_path / "m.tflite"
     write_model_file(prepared, "tflite", "fp32", path)
-    torch_mean = mean_scores(evaluate_folder(TorchGraph(prepared.deploy), hr_folder, 2, 1, 255.0))
-    tflite_mean = mean_scores(evaluate_folder(open_model_file(path), hr_folder, 2, 1, 255.0))
+    torch_mean = mean_scores(evaluate_folder(TorchGraph(prepared.deploy), hr_folder, 2, 1, 255.0).images)
+    tflite_mean = mean_scores(evaluate_folder(open_model_file(path), hr_folder, 2, 1, 255.0).images)
     assert abs(torch_mean["psnr_y"] - tflite_mean["psnr_y"]) < 0.01
 
 
@@ -154,7 +154,7 @@ def test_tiled_upscale_has_no_seams(tmp_path):
     whole = upscale_rgb(graph, rgb, 2, 1, 255.0, tile=256, overlap=0)
     tiled = upscale_rgb(graph, rgb, 2, 1, 255.0, tile=16, overlap=8)
     assert tiled.shape == (80, 74, 3)
-    assert np.abs(tiled - whole).max() < 1e-5  # receptive field (3 px) < half the overlap
+    assert np.abs(tiled.astype(int) - whole).max() <= 1  # receptive field (3 px) < half the overlap; 8-bit rounding
 
 
 def test_upscale_cli_writes_png_for_odd_inputs(tmp_path, capsys):
@@ -194,10 +194,10 @@ def test_shipped_checkpoint_beats_bicubic_on_held_out_photos_and_tflite_reproduc
         if path.stem in ("chelsea", "coffee"):  # two of the held-out photos keep this fast
             folder.mkdir(exist_ok=True)
             path.rename(folder / path.name)
-    deploy = mean_scores(evaluate_folder(TorchGraph(prepared.deploy), folder, scale, 1, 255.0))
+    deploy = mean_scores(evaluate_folder(TorchGraph(prepared.deploy), folder, scale, 1, 255.0).images)
     assert deploy["psnr_y"] > deploy["bicubic_psnr_y"] + 0.3
     report = export_verified(prepared, "tflite", "fp32", tmp_path / "m.tflite")
-    tflite = mean_scores(evaluate_folder(open_model_file(report.path), folder, scale, 1, 255.0))
+    tflite = mean_scores(evaluate_folder(open_model_file(report.path), folder, scale, 1, 255.0).images)
     assert abs(tflite["psnr_y"] - deploy["psnr_y"]) < 0.01
 
 

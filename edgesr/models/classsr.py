@@ -55,6 +55,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgesr.errors import UserError
+from edgesr.resources import Footprint
 from edgesr.tiling import Tiling
 
 if TYPE_CHECKING:
@@ -443,3 +444,26 @@ def tile_macs(module: nn.Module, colors: int, tile: int) -> int:
 
     return count_macs(module, (1, colors, tile, tile))
 
+
+
+def footprint(config: ClassSRConfig) -> Footprint:
+    """Parameters and layers of the training graph, from the config alone (nothing is built)."""
+    c = config.colors
+
+    def conv(cin: int, cout: int, size: int = 3) -> int:
+        return size * size * cin * cout + cout
+
+    classifier = conv(c, 128, 4) + 3 * conv(128, 128, 1) + conv(128, 32, 1) + 32 * len(CLASSES) + len(CLASSES)
+    params, layers = classifier, 10
+    for width in config.widths:
+        if config.family == "FSRCNN":
+            s, m = config.shrink, config.depth
+            params += conv(c, width, 5) + 1 + conv(width, s, 1) + 1 + m * conv(s, s) + 1 + conv(s, width, 1) + 1
+            params += 81 * width * c + c  # the 9x9 transposed conv
+            layers += m + 10
+        else:
+            ups = [4, 4] if config.scale == 4 else [config.scale ** 2]
+            params += (conv(c, width) + 2 * config.depth * conv(width, width) + sum(conv(width, u * width) for u in ups)
+                       + conv(width, width) + conv(width, c))
+            layers += 3 * config.depth + 8
+    return Footprint(params, layers)

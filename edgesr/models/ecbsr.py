@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from edgesr import fold
 from edgesr.errors import UserError
+from edgesr.resources import Footprint
 
 PRESETS = ("M4C8", "M4C16", "M8C16", "M10C32", "M16C64")
 SCALES = (2, 3, 4)
@@ -213,3 +214,15 @@ def config_from_state_dict(state_dict: dict, pixel_range: float = 255.0) -> ECBS
         raise UserError(f"checkpoint has an ECBSR layout with {colors} input and {last[0]} output "
                         "channels, which is no supported colour/scale combination")
     return ECBSRConfig(len(shapes) - 2, channels, scale, colors, pixel_range=pixel_range)
+
+
+def footprint(config: ECBSRConfig) -> Footprint:
+    """Parameters and layers of the training graph, from the config alone (nothing is built)."""
+    params = layers = 0
+    for cin, cout, act in _block_channels(config):
+        params += 9 * cin * cout + cout  # conv3x3
+        params += cin * 2 * cout + 2 * cout + 18 * cout * cout + cout  # 1x1 expand, 3x3 squeeze
+        params += 3 * (cin * cout + 12 * cout)  # edge branches: 1x1 (+ bias), scale, bias, 3x3 template
+        params += cout if act else 0
+        layers += 7 if act else 6
+    return Footprint(params, layers)

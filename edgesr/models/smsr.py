@@ -57,6 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgesr.errors import UserError
+from edgesr.resources import Footprint
 from edgesr.models.splitsr import CALayer, MeanShift, fold_input_affine, fold_output_affine
 
 SCALES = (2, 3, 4)
@@ -491,3 +492,18 @@ def config_from_state_dict(state_dict: dict, pixel_range: float = 255.0) -> SMSR
 def deploy_graph_from_config(config: SMSRConfig) -> nn.Module:
     """SMSR deploy graphs are built by re-parameterization only (their shapes follow the masks)."""
     raise UserError(f"smsr {config.variant}: load the training checkpoint; the deploy graph is derived from it")
+
+
+def footprint(config: SMSRConfig) -> Footprint:
+    """Parameters and layers of the training graph, from the config alone (nothing is built)."""
+    c, q, r, k, s = config.channels, config.channels // 4, config.squeeze_channels, config.modules, config.scale
+
+    def conv(cin: int, cout: int, size: int = 3, bias: bool = True) -> int:
+        return size * size * cin * cout + (cout if bias else 0)
+
+    smm = (conv(c, q) + conv(q, q) + conv(q, 2)  # spatial mask branch (the transposed conv has 2 outputs)
+           + c * LAYERS * 2 + LAYERS * conv(c, c, bias=False) + conv(LAYERS * c, c, 1)  # SMB
+           + conv(c, r, 1) + conv(r, c, 1))  # channel attention
+    params = (2 * conv(3, 3, 1) + conv(3, c) + conv(c, c) + k * smm + conv(k * c, c, 1) + conv(c, c)
+              + conv(c, 3 * s * s))
+    return Footprint(params, 10 + k * 20)

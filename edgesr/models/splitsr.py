@@ -72,6 +72,7 @@ import torch
 import torch.nn as nn
 
 from edgesr.errors import UserError
+from edgesr.resources import Footprint
 
 SCALES = (2, 3, 4)
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K, as RCAN/EDSR
@@ -388,3 +389,21 @@ def config_from_state_dict(state_dict: dict, pixel_range: float = 255.0) -> Spli
                            f"C // {REDUCTION} = {config.squeeze_channels}")
     return config
 
+
+
+def footprint(config: SplitSRConfig) -> Footprint:
+    """Parameters and layers of the training graph, from the config alone (nothing is built)."""
+    c, a, r, s = config.channels, config.active_channels, config.squeeze_channels, config.scale
+
+    def conv(cin: int, cout: int, k: int = 3) -> int:
+        return k * k * cin * cout + cout
+
+    split_block = 2 * conv(a, a)
+    rcab = 2 * conv(c, c) + conv(c, r, 1) + conv(r, c, 1)
+    groups = sum(config.blocks * (split_block if g < config.hybrid_index else rcab) + conv(c, c)
+                 for g in range(config.groups))
+    stages = [2, 2] if s == 4 else [s]
+    upsampler = sum(conv(c, f * f * c) for f in stages)
+    params = 2 * conv(3, 3, 1) + conv(config.colors, c) + groups + conv(c, c) + upsampler + conv(c, config.colors)
+    layers = 8 + config.groups * (config.blocks * 6 + 2) + 2 * len(stages)
+    return Footprint(params, layers)
