@@ -11,7 +11,7 @@ from android_bench.device_bench import (DELEGATES, DeviceCase, DeviceSettings, c
                                         run_device_bench)
 from benchmarks import report as reports
 from benchmarks.host import parse_shape
-from edgesr.errors import UserError
+from edgesr.errors import ToolError, UserError
 from edgesr.pipeline import PreparedModel
 from edgesr.profile import count_params, macs_per_lr_pixel
 
@@ -25,7 +25,11 @@ def tflite_file_facts(path: Path) -> tuple[str, int]:
 
     if not path.is_file() or path.suffix != ".tflite":
         raise UserError(f"--tflite {path}: no such .tflite file")
-    detail = Interpreter(model_path=str(path)).get_input_details()[0]
+    try:
+        detail = Interpreter(model_path=str(path)).get_input_details()[0]
+    except Exception as exc:  # noqa: BLE001  (LiteRT's own exception types)
+        raise ToolError(f"LiteRT cannot load {path}: {' '.join(str(exc).split())[:160]}: is it a complete file "
+                        "written by 'edgesr export'?") from None
     if detail["dtype"] == np.int8:
         return "int8", int(detail["shape_signature"][-1])
     return ("fp16" if "float16" in tflite_weight_dtypes(path) else "fp32"), int(detail["shape_signature"][-1])

@@ -16,9 +16,12 @@ independent with mean zero, so Var(d) <= u^2/3 (u = 2^-24 for fp32, 2^-11 for fp
 - A correct implementation then lies within LAMBDA * sigma of the exact (float64) result; a
   real math error (a wrong tap, a swapped channel, a lost residual) is orders larger.
 - Hard decisions (SMSR's mask = logit1 > logit0, ClassSR's argmax routing) are exact unless
-  the margin lies within LAMBDA * sigma of a tie: such decisions are marked unstable, every
-  element they reach through local ops is exempt from the bound (counted and reported), and a
-  global average over exempt elements counts them as errors of their own size.
+  the margin lies within LAMBDA * sigma of a tie: a correct CPU may then decide either way. Each
+  such decision is re-run flipped (in float64, later decisions re-evaluated), and the sum of the
+  flips' effects |out_flipped - out| is an allowance added to the bound: first order, each flip
+  on its own. Beyond MAX_FLIPS near ties on one input, what they reach through local ops is
+  exempt from the bound instead (counted and reported; a global average counts exempt inputs
+  as errors of their own size).
 
 The model is evaluated by running the graph in float64 under a TorchFunctionMode that carries
 (value, variance, exempt) for every tensor. `Precision` adds what a file format does on top of
@@ -44,6 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+MAX_FLIPS = 16  # near-tie decisions per input whose effect is measured by a flipped re-run
 LAMBDA = 7.0  # bound = LAMBDA sigma: a Gaussian tail of 3e-12 per element, on a variance that is itself an upper bound
 FP32_U = 2.0 ** -24
 FP16_U = 2.0 ** -11
@@ -76,8 +80,9 @@ class Modelled:
 
     value: np.ndarray  # the exact (float64) result of the graph's math at its storage precision
     sigma: np.ndarray  # standard deviation of a correct implementation's error around `value`
-    exempt: np.ndarray  # bool: downstream of a near-tie decision, not bounded
+    exempt: np.ndarray  # bool: downstream of more near-tie decisions than can be flipped, not bounded
     unstable_decisions: int = 0
+    allowance: np.ndarray | float = 0.0  # summed effect of flipping each near-tie decision
 
 
 @dataclass
@@ -141,8 +146,13 @@ class _Tracker(TorchFunctionMode):
     whether it is exempt (downstream of an unstable decision)."""
 
     def __init__(self, precision: Precision, ranges: Ranges | None = None, record: list | None = None,
-                 stored: bool = False):
+                 stored: bool = False, flip: tuple[int, tuple] | None = None, exempt_near: bool = False):
         super().__init__()
+        # decisions: (decision call index, index of one near-tie element) found; `flip` forces one
+        # of them the other way; `exempt_near` taints what near ties reach instead
+        self.decisions: list[tuple[int, tuple]] = []
+        self.decision_calls = 0
+        self.flip, self.exempt_near = flip, exempt_near
         # weights derived in float64 (a fold) and stored in fp32 carry a rounding of their own
         self.stored_noise = FP32_U ** 2 / 3.0 if stored else 0.0
         self.u2 = precision.unit_roundoff ** 2 / 3.0
@@ -303,16 +313,14 @@ class _Tracker(TorchFunctionMode):
         self.put(target, var, exempt)
 
     def _decision(self, func, args, kwargs, out) -> None:
-        """gt/lt/argmax: exact unless the margin is within LAMBDA sigma of a tie."""
+        """gt/lt/argmax: exact unless the margin is within LAMBDA sigma of a tie (see the module doc)."""
         exempt = _or(*(self.exempt(a) for a in args if isinstance(a, torch.Tensor)), shape=out.shape)
+        near, runner_up = None, None
         if func in _COMPARE:
             a, b = args[0], args[1]
-            margin = (a - b) if isinstance(b, torch.Tensor) else a - b
-            sigma = _sqrt0(self.var(a) + self.var(b)) if _is_float(a) else None
-            if sigma is not None:
-                near = margin.abs() < LAMBDA * sigma
-                self.unstable += int(near.sum())
-                exempt = near if exempt is None else exempt | near
+            if _is_float(a):
+                margin = (a - b) if isinstance(b, torch.Tensor) else a - b
+                near = margin.abs() < LAMBDA * _sqrt0(self.var(a) + self.var(b))
         elif func in _ARGMAX:
             logits, dim = args[0], args[1] if len(args) > 1 else kwargs.get("dim")
             if dim is None or kwargs.get("keepdim"):
@@ -322,8 +330,18 @@ class _Tracker(TorchFunctionMode):
                 var = torch.as_tensor(self.var(logits)).expand_as(logits).gather(dim, top.indices)
                 gap = top.values.select(dim, 0) - top.values.select(dim, 1)
                 near = gap < LAMBDA * _sqrt0(var.sum(dim))
-                self.unstable += int(near.sum())
+                runner_up = top.indices.select(dim, 1)
+        if near is not None:
+            call = self.decision_calls
+            self.decision_calls += 1
+            found = [tuple(int(i) for i in index) for index in torch.nonzero(near)]
+            self.unstable += len(found)
+            self.decisions += [(call, index) for index in found]
+            if self.exempt_near and found:
                 exempt = near if exempt is None else exempt | near
+            if self.flip is not None and self.flip[0] == call:
+                index = self.flip[1]
+                out[index] = runner_up[index] if runner_up is not None else ~out[index]
         self.put(out, None, exempt)
 
     def _dot(self, func, args, kwargs, out):
@@ -588,19 +606,33 @@ def modelled(module: nn.Module, x: np.ndarray, precision: Precision | str = "fp3
              call: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
              prepared: nn.Module | None = None, stored: bool = False) -> Modelled:
     """The error model of `module` on input x (NCHW): exact value at the storage precision,
-    sigma of a correct implementation, and the exempt elements. `call(module, x)` replaces
-    module(x) (e.g. ClassSR's hard routing); `prepared` is at_precision(module) when reused;
-    `stored`: the weights were derived in float64 and rounded to fp32 (a deploy graph's fold)."""
+    sigma of a correct implementation, the allowance for near-tie decisions and the exempt
+    elements. `call(module, x)` replaces module(x) (e.g. ClassSR's hard routing); `prepared` is
+    at_precision(module) when reused; `stored`: the weights were derived in float64 and rounded
+    to fp32 (a deploy graph's fold)."""
     precision = PRECISIONS[precision] if isinstance(precision, str) else precision
     if precision.activations == "int8" and ranges is None:
         raise ValueError("int8 needs the file's ranges: see match_ranges()")
     model = prepared if prepared is not None else at_precision(module, precision)
-    tracker = _Tracker(precision, ranges, stored=stored)
-    out = _run(model, x, tracker, call)
-    if tracker.ranges is not None and tracker.calls != len(tracker.ranges.ops):
-        raise UnsupportedOp(f"error model: {tracker.calls} computed tensors on this input, {len(tracker.ranges.ops)} "
-                            "when the ranges were matched: the graph's ops depend on the input")
-    var = tracker.var(out)
+
+    def run(**options) -> tuple[_Tracker, torch.Tensor]:
+        tracker = _Tracker(precision, ranges, stored=stored, **options)
+        out = _run(model, x, tracker, call)
+        if tracker.ranges is not None and tracker.calls != len(tracker.ranges.ops):
+            raise UnsupportedOp(f"error model: {tracker.calls} computed tensors on this input, "
+                                f"{len(tracker.ranges.ops)} when the ranges were matched: the graph's ops depend on "
+                                "the input")
+        return tracker, out
+
+    tracker, out = run()
+    value = out.numpy().astype(np.float64)
+    allowance: np.ndarray | float = 0.0
+    if len(tracker.decisions) > MAX_FLIPS:
+        tracker, out = run(exempt_near=True)
+    else:
+        for decision in tracker.decisions:
+            allowance = allowance + np.abs(run(flip=decision)[1].numpy().astype(np.float64) - value)
     exempt = tracker.exempt(out)
-    return Modelled(out.numpy().astype(np.float64), _sqrt0(torch.as_tensor(var)).numpy(),
-                    exempt.numpy() if exempt is not None else np.zeros(out.shape, dtype=bool), tracker.unstable)
+    return Modelled(value, _sqrt0(torch.as_tensor(tracker.var(out))).numpy(),
+                    exempt.numpy() if exempt is not None else np.zeros(out.shape, dtype=bool), tracker.unstable,
+                    allowance)

@@ -116,7 +116,8 @@ def deviation(reference: np.ndarray, ref_model: Modelled, candidate: np.ndarray,
         raise ValueError(f"output shapes differ: {reference.shape} vs {candidate.shape}")
     gap = np.abs((candidate.astype(np.float64) - reference) - (cand_model.value - ref_model.value))
     # each output is itself stored in fp32: its last rounding is part of the tolerance
-    bound = LAMBDA * np.hypot(ref_model.sigma, cand_model.sigma) + FP32_U * (np.abs(reference) + np.abs(candidate))
+    bound = (LAMBDA * np.hypot(ref_model.sigma, cand_model.sigma) + ref_model.allowance + cand_model.allowance
+             + FP32_U * (np.abs(reference) + np.abs(candidate)))
     bounded = ~(ref_model.exempt | cand_model.exempt)
     exempt = 1.0 - float(bounded.mean())
     if not bounded.any():
@@ -227,7 +228,7 @@ def expectation(reference: Callable[[np.ndarray], Modelled], graph, precision: s
         ref = reference(x)
         own = modelled(graph, x, numerics, ranges, call=call, prepared=at, stored=True)
         effect = own.value - modelled(graph, x, call=call, prepared=base).value if base is not None else 0.0
-        return Modelled(ref.value + effect, own.sigma, own.exempt, own.unstable_decisions)
+        return Modelled(ref.value + effect, own.sigma, own.exempt, own.unstable_decisions, own.allowance)
 
     return cached(model)
 

@@ -242,8 +242,9 @@ def routed_model(train: ClassSR, tiling: Tiling, branch_precision: str = "fp32")
         # the float32 blend (a product and up to four additions per pixel) rounds as well
         sigma = stitch(m.sigma, tiling, h, w, scale) + FP32_U * np.sqrt(5 / 3) * np.abs(value)
         exempt = stitch(m.exempt.astype(np.float64), tiling, h, w, scale) > 0
+        allowance = stitch(np.broadcast_to(m.allowance, m.value.shape), tiling, h, w, scale)
         crop = (..., slice(0, height * scale), slice(0, width * scale))
-        return Modelled(value[crop], sigma[crop], exempt[crop], m.unstable_decisions)
+        return Modelled(value[crop], sigma[crop], exempt[crop], m.unstable_decisions, allowance[crop])
 
     def model(x: np.ndarray) -> Modelled:
         exact = tiled(graph, x)
@@ -251,7 +252,7 @@ def routed_model(train: ClassSR, tiling: Tiling, branch_precision: str = "fp32")
             return exact
         own = tiled(stored, x)
         return Modelled(own.value, np.hypot(own.sigma, exact.sigma), own.exempt | exact.exempt,
-                        own.unstable_decisions)
+                        own.unstable_decisions, own.allowance + exact.allowance)
 
     return cached(model)
 

@@ -78,6 +78,10 @@ def test_bench_through_adb_end_to_end(phone, tmp_path, capsys):
         assert case["latency"]["median_ms"] is None  # benchmark_model prints none: not invented
         assert case["cores_mask"] == "f0" and case["macs"] > 0 and case["peak_rss_mb"] > 0
     assert "tflite/xnnpack" in out and (out_dir / "r.png").stat().st_size > 0
+    # a test rig says so everywhere: the title, the JSON (and the plot's title, made by the same function)
+    assert device["test_device"] == "loopback" and device["benchmark_tool"] == "stand-in"
+    assert "loopback test device" in report["ran_on"] and "NOT a phone" in report["ran_on"]
+    assert out.splitlines()[0].startswith(f"bench on {report['ran_on']}")
     left = sorted(p.name for p in phone.work.iterdir())
     assert len(left) == 1 and left[0].startswith("benchmark_model-")  # models and script cleaned up
     cached = phone.work / left[0]
@@ -94,6 +98,20 @@ def _assert_one_line_failure(code, err, expected_code, message, report: Path):
     assert len(errors) == 1 and message in errors[0], err
     assert "Traceback" not in "\n".join(err)
     assert not report.exists()
+
+
+def test_corrupt_tflite_and_too_large_input_fail_before_anything_runs(phone, tmp_path, capsys):
+    report = tmp_path / "r.json"
+    corrupt = tmp_path / "m.tflite"
+    corrupt.write_bytes(b"garbage" * 30)
+    code, _, err = _run(["bench", "--device", "adb", *TINY, "--benchmark-binary", str(STANDIN), "--tflite",
+                         str(corrupt), "--json", str(report)], capsys)
+    _assert_one_line_failure(code, err, 1, "LiteRT cannot load", report)
+    argv = ["bench", "--device", "adb", *TINY, "--benchmark-binary", str(STANDIN), "--json", str(report)]
+    argv[argv.index("12x10")] = "60000x60000"
+    code, _, err = _run(argv, capsys)
+    _assert_one_line_failure(code, err, 2, "of its memory is available", report)
+    assert not phone.work.exists() or not any(p.suffix == ".tflite" for p in phone.work.iterdir())
 
 
 def test_unknown_flag_is_an_error(phone, tmp_path, capsys):

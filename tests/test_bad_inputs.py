@@ -165,6 +165,18 @@ def test_eval_skips_unusable_images_and_says_how_many(files, work):
     assert "2 of 3 images skipped" in result.stdout and "photo.png" in result.stdout
 
 
+def test_eval_skips_an_image_too_large_for_memory_before_decoding_it(files, work):
+    folder = work.parent / "bomb_folder"
+    folder.mkdir()
+    shutil.copy(files / "bomb.png", folder)
+    shutil.copy(files / "photo.png", folder)
+    result = edgesr("eval", *TINY, "--data", folder, cwd=work)
+    assert result.code == 0 and "Traceback" not in result.stderr, result.stderr
+    assert any(line.startswith("warning: skipping bomb.png: 40000x40000 needs about") and "GiB of memory" in line
+               for line in result.stderr.splitlines()), result.stderr
+    assert "1 of 2 images skipped" in result.stdout
+
+
 def test_internal_errors_are_one_line_too(monkeypatch, capsys):
     """The last line of defence: an unexpected exception (a bug) is one line naming it, exit 1."""
     from edgesr import cli
