@@ -19,6 +19,9 @@ from edgesr.verify import DEFAULT_SIZES
 PRECISIONS = ("fp32", "fp16", "int8")
 HOST_RUNTIMES = ["torch-train", "torch", "onnxruntime", "tflite"]
 MAX_VERIFY_SIDE = 2048
+OUTPUT_FORMATS = {".png": ("PNG", {}), ".jpg": ("JPEG", {"quality": 95}), ".jpeg": ("JPEG", {"quality": 95}),
+                  ".webp": ("WEBP", {"lossless": True}), ".bmp": ("BMP", {}), ".tif": ("TIFF", {}),
+                  ".tiff": ("TIFF", {})}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -169,6 +172,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     prepared = _checked_prepare(args, args.json)
     cfg = prepared.config
+    _check_pixels_fit("verifying", prepared, sum(h * w for h, w in args.sizes), "use smaller --sizes")
     bundle = prepared.spec.bundle_ops()
     verify = bundle.verify_bundle if bundle is not None else verify_prepared
     precisions = args.precision or list(prepared.spec.verify_precisions or PRECISIONS)
@@ -326,7 +330,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from edgesr.atomic import ensure_writable_parent
     from edgesr.checkpoints import load_strict, read_checkpoint
-    from edgesr.data import load_pairs
+    from edgesr.data import list_images, load_pairs
     from edgesr.pipeline import PreparedModel
     from edgesr.registry import get_model
     from edgesr.train import TrainSettings, recipe_for, train
@@ -336,8 +340,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     stage = _training_stage(spec.name, recipe.stages, args.stage)
     config = spec.config(args.variant, args.scale, args.pixel_range)
     spec.check_fits(config)
-    settings = TrainSettings(args.iters, args.batch or recipe.batch, args.patch or recipe.lr_patch(config.scale),
-                             args.lr or recipe.lr_for(stage), args.seed, args.save_every)
+    settings = TrainSettings(args.iters, recipe.batch if args.batch is None else args.batch,
+                             recipe.lr_patch(config.scale) if args.patch is None else args.patch,
+                             recipe.lr_for(stage) if args.lr is None else args.lr, args.seed, args.save_every)
     if settings.iters < 1 or settings.batch < 1 or settings.save_every < 1 or settings.lr_patch < 4:
         raise UserError("--iters, --batch and --save-every must be >= 1, --patch >= 4")
     if not (math.isfinite(settings.lr) and settings.lr > 0):
@@ -357,6 +362,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.force:
         raise UserError("--resume continues the run in -o, --force starts it over: pass one of them")
     ensure_writable_parent(args.output)
+    if args.val and args.val != "skimage":
+        list_images(Path(args.val))  # a missing --val folder fails now, not after the training
     torch.manual_seed(args.seed)
     model = spec.train_graph(config)
     label = f"{spec.name} {config.variant} x{config.scale}"
@@ -391,6 +398,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory() as scratch:
             return _print_eval(trained, _data_folder(args.val, Path(scratch)), None, "deploy")
     return 0
+
+
+def _check_pixels_fit(doing: str, prepared, pixels: int, advice: str) -> None:
+    """Refuse inputs whose activations (in the float64 error model: value and variance of a few
+    live tensors) would not fit in memory."""
+    from edgesr.profile import peak_activation_per_pixel
+    from edgesr.resources import check_fits
+
+    per_pixel = peak_activation_per_pixel(prepared.deploy, prepared.config.colors)
+    check_fits(f"{doing} {prepared.label} on {pixels:,} LR pixels", int(pixels * per_pixel * 8 * 2 * 6), advice)
 
 
 def _open_checked(path: Path, prepared):
@@ -466,6 +483,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     if args.tile < 16 or not 0 <= args.overlap < args.tile // 2:
         raise UserError("--tile must be >= 16 and --overlap between 0 and tile/2")
+    image_format = OUTPUT_FORMATS.get(args.output.suffix.lower())
+    if image_format is None:
+        raise UserError(f"output {args.output} is no image type edgesr writes: end it in "
+                        f"{', '.join(OUTPUT_FORMATS)} (.png and .webp are lossless)")
     height, width = image_size(args.image)
     prepared = _checked_prepare(args, args.output)
     cfg = prepared.config
@@ -481,7 +502,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     out = upscale_rgb(tally or graph, rgb, cfg.scale, cfg.colors, cfg.pixel_range, args.tile, args.overlap)
     del rgb
     with atomic_output(args.output, args.force) as tmp:
-        Image.fromarray(out).save(tmp, format="PNG")
+        Image.fromarray(out).save(tmp, format=image_format[0], **image_format[1])
     print(f"wrote {args.output} ({out.shape[1]}x{out.shape[0]})")
     if tally:
         from edgesr.models.classsr import CLASSES
@@ -607,7 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Upscale any image (grayscale, RGBA, 16-bit, EXIF-rotated), tiled "
                              "with overlap; Y-only models run on Y with bicubic CbCr.")
     upscale.add_argument("image", type=Path, help="input image")
-    upscale.add_argument("-o", "--output", type=Path, required=True, help="output PNG")
+    upscale.add_argument("-o", "--output", type=Path, required=True,
+                         help="output image: .png (lossless), .jpg, .webp (lossless), .bmp or .tif")
     _add_model_args(upscale)
     upscale.add_argument("--model-file", type=Path, help="run this exported .onnx or .tflite instead")
     upscale.add_argument("--tile", type=int, default=256, help="LR tile size (default: 256)")

@@ -39,8 +39,13 @@ def to_model_input(rgb: np.ndarray, colors: int, pixel_range: float) -> np.ndarr
 
 def photo_crop(name: str, height: int, width: int, colors: int, pixel_range: float,
                rng: np.random.Generator) -> np.ndarray:
-    """A random crop of a bundled photo as a model input (NCHW)."""
+    """A random crop of a bundled photo as a model input (NCHW); a crop larger than the photo
+    comes from the photo mirrored at its borders."""
     rgb = photo(name)
+    if height > rgb.shape[0] or width > rgb.shape[1]:
+        reps = (-(-height // rgb.shape[0]), -(-width // rgb.shape[1]))
+        rgb = np.pad(rgb, ((0, (reps[0] - 1) * rgb.shape[0]), (0, (reps[1] - 1) * rgb.shape[1]), (0, 0)),
+                     mode="symmetric")
     top = rng.integers(0, rgb.shape[0] - height + 1)
     left = rng.integers(0, rgb.shape[1] - width + 1)
     return to_model_input(rgb[top:top + height, left:left + width], colors, pixel_range)

@@ -157,16 +157,17 @@ def test_tiled_upscale_has_no_seams(tmp_path):
     assert np.abs(tiled.astype(int) - whole).max() <= 1  # receptive field (3 px) < half the overlap; 8-bit rounding
 
 
-def test_upscale_cli_writes_png_for_odd_inputs(tmp_path, capsys):
+def test_upscale_cli_writes_odd_inputs_in_the_output_s_format(tmp_path, capsys):
     Image.fromarray(np.full((9, 11), 200, np.uint8)).save(tmp_path / "gray.png")
     rgba = np.zeros((7, 5, 4), np.uint8)
     rgba[..., 3] = 255
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
-    for name in ("gray.png", "rgba.png"):
-        out = tmp_path / f"up_{name}"
+    for name, output, image_format in (("gray.png", "up.png", "PNG"), ("rgba.png", "up.jpg", "JPEG"),
+                                       ("gray.png", "up.webp", "WEBP")):
+        out = tmp_path / output
         assert main(["upscale", str(tmp_path / name), "-o", str(out), *TINY]) == 0
         src = Image.open(tmp_path / name)
-        assert Image.open(out).size == (src.size[0] * 2, src.size[1] * 2)
+        assert Image.open(out).size == (src.size[0] * 2, src.size[1] * 2) and Image.open(out).format == image_format
     (tmp_path / "bad.png").write_bytes(b"nope")
     assert main(["upscale", str(tmp_path / "bad.png"), "-o", str(tmp_path / "o.png"), *TINY]) == 2
     assert not (tmp_path / "o.png").exists()
