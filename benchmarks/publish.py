@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import report as reports
-from benchmarks.host import host_device, plan_cases, run_bench
+from edgesr.bench import report as reports
+from edgesr.bench.host import host_device, plan_cases, run_bench
 from edgesr.atomic import write_bytes_atomic
 from edgesr.pipeline import prepare
 

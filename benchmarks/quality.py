@@ -24,7 +24,7 @@ from edgesr.evaluate import evaluate_folder, mean_scores
 from edgesr.images import write_heldout_photos
 from edgesr.pipeline import PreparedModel, prepare
 from edgesr.runtimes import Graph, TorchGraph, open_model_file
-from export.pipeline import export_verified
+from edgesr.export.pipeline import export_verified
 
 SHIPPED = (("ecbsr", "M4C16", 4), ("ecbsr", "M4C16", 2), ("classsr", "FSRCNN-16-36-56", 4))
 FILES = (("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8"))

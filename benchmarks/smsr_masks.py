@@ -22,7 +22,7 @@ import torch
 
 from edgesr.atomic import write_bytes_atomic
 from edgesr.images import calibration_crops, verification_inputs
-from edgesr.models.smsr import hard_spatial_mask
+from edgesr.families.smsr.model import hard_spatial_mask
 from edgesr.pipeline import prepare
 from edgesr.verify import DEFAULT_SIZES, check_output
 
@@ -78,8 +78,8 @@ def tflite_outputs(model_bytes: bytes, x: np.ndarray) -> tuple[np.ndarray, list[
 
 
 def run(model: str, variant: str | None, scale: int | None, precisions: list[str]) -> dict:
-    from export.keras_smsr import build_keras_smsr
-    from export.tflite_exporter import convert_keras
+    from edgesr.families.smsr.keras import build_keras_smsr
+    from edgesr.export.tflite import convert_keras
 
     prepared = prepare(model, variant, scale)
     inputs = verification_inputs(DEFAULT_SIZES, 3, 255.0)

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import report as reports
-from benchmarks.host import host_device
+from edgesr.bench import report as reports
+from edgesr.bench.host import host_device
 from edgesr.atomic import write_bytes_atomic
 from edgesr.images import photo_crop
-from edgesr.models.smsr import SMSR, parse_variant
-from edgesr.models.smsr_sparse import SMSRSparse, sparse_macs_saved_per_pixel
+from edgesr.families.smsr.model import SMSR, parse_variant
+from edgesr.families.smsr.sparse import SMSRSparse, sparse_macs_saved_per_pixel
 from edgesr.pipeline import prepare
 from edgesr.profile import macs_per_lr_pixel
 from edgesr.verify import check_output

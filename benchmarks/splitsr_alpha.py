@@ -2,7 +2,7 @@
 
 For alpha in (0.25, 0.5, 1.0) on one CPU-friendly config (default A<alpha>-G2B4-H2-C32, x4,
 180x320 LR), export + verify the deploy graph to ONNX and TFLite and time both with the
-host harness (`benchmarks.host.plan_cases` + `run_bench`: one worker process per case,
+host harness (`edgesr.bench.host.plan_cases` + `run_bench`: one worker process per case,
 fp32, 1 thread). The sweep runs in `--passes` passes with the alpha order reversed each
 pass, so slow drift of a shared machine hits every alpha alike; the headline latency of an
 (alpha, runtime) is the mean of its per-pass medians. Writes
@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import report as reports
-from benchmarks.host import host_device, plan_cases, run_bench
+from edgesr.bench import report as reports
+from edgesr.bench.host import host_device, plan_cases, run_bench
 from benchmarks.publish import refresh_readme
 from edgesr.atomic import write_bytes_atomic
 from edgesr.pipeline import prepare

@@ -131,7 +131,7 @@ def _ops_line(ops) -> str:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export one model file and print what was written and how it was verified."""
-    from export.pipeline import check_format, export_verified, resolve_output
+    from edgesr.export.pipeline import check_format, export_verified, resolve_output
 
     check_format(args.format, args.precision)
     prepared = _prepare(args)
@@ -200,7 +200,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmark on the host CPU (or compare two saved reports)."""
-    from benchmarks import report as reports
+    from edgesr.bench import report as reports
 
     if args.action == "compare":
         if len(args.files) != 2:
@@ -217,7 +217,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.tflite:
         raise UserError("--tflite benchmarks a given file on a phone (--device adb); on the host, bench exports "
                         "and verifies the model itself: drop --tflite, or add --device adb")
-    from benchmarks.host import check_options, host_device, plan_cases, run_bench
+    from edgesr.bench.host import check_options, host_device, plan_cases, run_bench
 
     args.runtime = args.runtime or HOST_RUNTIMES
     check_options(args.runtime, args.precision, args.threads, args.warmup, args.runs, args.rounds)
@@ -226,7 +226,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             check_output_path(path, args.force)
     prepared = _prepare(args)
     if prepared.spec.bundle:  # ClassSR: routed bundle vs its largest branch (benchmarks/classsr_routed.py)
-        from benchmarks.classsr_routed import bench_from_cli
+        from edgesr.bench.classsr_routed import bench_from_cli
 
         _announce(prepared)
         print(bench_from_cli(prepared, args, _progress))
@@ -248,10 +248,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _bench_adb(args: argparse.Namespace) -> int:
     """edgesr bench --device adb: benchmark_model on a phone through a real adb server."""
-    from android_bench.adb import Adb
-    from android_bench.command import bench_on_device, check_device_options
-    from android_bench.device_bench import DeviceSettings, check_binary
-    from benchmarks import report as reports
+    from edgesr.android.adb import Adb
+    from edgesr.android.command import bench_on_device, check_device_options
+    from edgesr.android.bench import DeviceSettings, check_binary
+    from edgesr.bench import report as reports
     from edgesr.atomic import check_output_path
 
     if args.runtime and args.runtime != ["tflite"]:
@@ -275,7 +275,7 @@ def _bench_adb(args: argparse.Namespace) -> int:
     from edgesr.registry import get_model
 
     if (args.tflite and args.tflite.is_dir()) or (not args.tflite and get_model(args.model).bundle):
-        from android_bench.classsr_bundle import bench_bundle_on_device, format_combined
+        from edgesr.android.classsr import bench_bundle_on_device, format_combined
 
         if not args.tflite and args.precision != ["fp32"]:
             raise UserError("the classsr phone bench exports an fp32 bundle: for fp16, export one with "
@@ -477,13 +477,15 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from edgesr.data import image_size, load_rgb
     from edgesr.profile import peak_activation_per_pixel
     from edgesr.resources import check_fits
-    from edgesr.routed import RouteTally
+    from edgesr.families.classsr.routing import RouteTally
     from edgesr.runtimes import TorchGraph, check_model_file, open_model_file
     from edgesr.upscale import memory_needed, upscale_rgb
 
     if args.tile < 16 or not 0 <= args.overlap < args.tile // 2:
         raise UserError("--tile must be >= 16 and --overlap between 0 and tile/2")
     image_format = OUTPUT_FORMATS.get(args.output.suffix.lower())
+    if args.output.is_dir():
+        raise UserError(f"output path {args.output} is a directory: pass a file name, e.g. {args.output / 'sr.png'}")
     if image_format is None:
         raise UserError(f"output {args.output} is no image type edgesr writes: end it in "
                         f"{', '.join(OUTPUT_FORMATS)} (.png and .webp are lossless)")
@@ -505,7 +507,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         Image.fromarray(out).save(tmp, format=image_format[0], **image_format[1])
     print(f"wrote {args.output} ({out.shape[1]}x{out.shape[0]})")
     if tally:
-        from edgesr.models.classsr import CLASSES
+        from edgesr.families.classsr.model import CLASSES
 
         print(f"routed {tally.total().summary(CLASSES)}")
     return 0

@@ -11,7 +11,10 @@ import torch.nn as nn
 
 from edgesr.errors import UserError
 from edgesr.resources import Footprint, check_model_fits
-from edgesr.models import classsr, ecbsr, smsr, splitsr
+from edgesr.families.classsr import model as classsr
+from edgesr.families.ecbsr import model as ecbsr
+from edgesr.families.smsr import model as smsr
+from edgesr.families.splitsr import model as splitsr
 
 
 class SRConfig(Protocol):
@@ -80,31 +83,31 @@ class ModelSpec:
 
 
 def _ecbsr_keras(deploy: nn.Module) -> Any:
-    from export.keras_ecbsr import build_keras_ecbsr  # TensorFlow loads only when converting
+    from edgesr.families.ecbsr.keras import build_keras_ecbsr  # TensorFlow loads only when converting
 
     return build_keras_ecbsr(deploy)
 
 
 def _splitsr_keras(deploy: nn.Module) -> Any:
-    from export.keras_splitsr import build_keras_splitsr
+    from edgesr.families.splitsr.keras import build_keras_splitsr
 
     return build_keras_splitsr(deploy)
 
 
 def _smsr_keras(deploy: nn.Module) -> Any:
-    from export.keras_smsr import build_keras_smsr
+    from edgesr.families.smsr.keras import build_keras_smsr
 
     return build_keras_smsr(deploy)
 
 
 def _smsr_sparse(deploy: nn.Module) -> dict[str, nn.Module]:
-    from edgesr.models.smsr_sparse import SMSRSparse
+    from edgesr.families.smsr.sparse import SMSRSparse
 
     return {"sparse": SMSRSparse(deploy)}
 
 
 def _smsr_costs(deploy: nn.Module) -> list[str]:
-    from edgesr.models.smsr_sparse import cost_notes
+    from edgesr.families.smsr.sparse import cost_notes
 
     return cost_notes(deploy)
 
@@ -162,7 +165,7 @@ MODELS: dict[str, ModelSpec] = {
         deploy_graph=classsr.ClassSRDeploy,
         keras_graph=_classsr_keras,
         footprint=classsr.footprint,
-        bundle="export.classsr_bundle",
+        bundle="edgesr.families.classsr.bundle",
     ),
     "smsr": ModelSpec(
         name="smsr",

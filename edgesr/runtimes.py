@@ -178,7 +178,7 @@ def open_model_file(path: Path, threads: int | None = None, spin: bool = True) -
     runtime rejects (corrupt, truncated, not a model) is a ToolError naming the runtime's reason."""
     path = Path(path)
     if path.is_dir():
-        from edgesr.routed import RoutedBundle  # routed imports this module
+        from edgesr.families.classsr.routing import RoutedBundle  # routed imports this module
 
         return RoutedBundle(path, threads)
     if not path.is_file():

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from edgesr.checkpoints import write_checkpoint
 from edgesr.data import PairSet, random_batch
 from edgesr.errors import ToolError, UserError
-from edgesr.models.classsr import STAGES as CLASSSR_STAGES
+from edgesr.families.classsr.model import STAGES as CLASSSR_STAGES
 from edgesr.registry import SRConfig
 
 

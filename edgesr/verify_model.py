@@ -15,7 +15,7 @@ from edgesr.verify import Check, Pair, Subject, check_pairs, collect, expectatio
 def verify_prepared(prepared: PreparedModel, precisions: list[str], sizes: list[tuple[int, int]],
                     progress: Callable[[str], None] = lambda _: None) -> list[Check]:
     """Export every format/precision to a scratch folder and compare all graphs."""
-    from export.pipeline import write_model_file
+    from edgesr.export.pipeline import write_model_file
 
     cfg = prepared.config
     inputs = verification_inputs(sizes, cfg.colors, cfg.pixel_range)

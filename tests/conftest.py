@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from edgesr.models.ecbsr import ECBSR, ECBSRConfig
+from edgesr.families.ecbsr.model import ECBSR, ECBSRConfig
 from edgesr.pipeline import PreparedModel
 from edgesr.registry import get_model
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from android_bench.loopback_device import AdbServer, LoopbackDevice
+from loopback.loopback_device import AdbServer, LoopbackDevice
 from edgesr.cli import main
 
-STANDIN = Path(__file__).resolve().parent.parent / "android_bench" / "standin_benchmark_model.py"
+STANDIN = Path(__file__).resolve().parent / "loopback" / "standin_benchmark_model.py"
 DEVICE_DIR = "data/local/tmp/edgesr"
 TINY = ["--variant", "M1C4", "--scale", "2", "--input", "12x10", "--warmup", "1", "--runs", "3", "--cooldown", "0"]
 LOOPBACK_TASKSET = """#!/bin/sh

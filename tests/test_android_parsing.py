@@ -2,9 +2,9 @@
 
 import pytest
 
-from android_bench.adb import parse_devices
-from android_bench.device_facts import core_mask, parse_cores, parse_getprop, parse_thermal
-from android_bench.output_parser import parse_benchmark_output
+from edgesr.android.adb import parse_devices
+from edgesr.android.facts import core_mask, parse_cores, parse_getprop, parse_thermal
+from edgesr.android.output import parse_benchmark_output
 from edgesr.errors import ToolError, UserError
 
 CURRENT = """INFO: STARTING!

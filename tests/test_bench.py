@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import report as reports
-from benchmarks.cpu import detect_cpu
-from benchmarks.host import parse_shape, plan_cases
-from benchmarks.stats import percentile, summarize
+from edgesr.bench import report as reports
+from edgesr.bench.cpu import detect_cpu
+from edgesr.bench.host import parse_shape, plan_cases
+from edgesr.bench.stats import percentile, summarize
 from edgesr.cli import main
 from edgesr.errors import UserError
 

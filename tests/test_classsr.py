@@ -11,14 +11,14 @@ from edgesr.checkpoints import read_checkpoint
 from edgesr.cli import main as cli_main
 from edgesr.errors import UserError
 from edgesr.images import photo, to_model_input
-from edgesr.models.classsr import (ClassSR, ClassSRConfig, average_loss, class_loss, config_from_state_dict,
+from edgesr.families.classsr.model import (ClassSR, ClassSRConfig, average_loss, class_loss, config_from_state_dict,
                                    deconv_padding, load_branches, parse_variant)
 from edgesr.pipeline import PreparedModel, prepare
 from edgesr.registry import get_model
-from edgesr.routed import MANIFEST, RoutedBundle, route_image, upscale_tiled
+from edgesr.families.classsr.routing import MANIFEST, RoutedBundle, route_image, upscale_tiled
 from edgesr.runtimes import TorchGraph
 from edgesr.tiling import Tiling, axis_weights, extract_tiles, pad_to_tile, stitch
-from export.classsr_bundle import export_bundle, hard_routed_reference
+from edgesr.families.classsr.bundle import export_bundle, hard_routed_reference
 
 TINY_FSRCNN = "FSRCNN-4-6-8-S4M1"
 TINY_SRRESNET = "SRResNet-4-6-8-B1"
@@ -356,7 +356,7 @@ def test_cli_export_onnx_and_verify(tmp_path, capsys):
 
 
 def test_phone_bench_benchmarks_each_graph_and_combines_the_histogram(tflite_bundle, tmp_path, monkeypatch, capsys):
-    from android_bench.loopback_device import AdbServer
+    from loopback.loopback_device import AdbServer
     from test_adb_bench import STANDIN, _start_device
 
     out, _ = tflite_bundle
@@ -413,7 +413,7 @@ def test_cli_upscale_with_the_torch_bundle_reports_the_routing(tmp_path, capsys)
 # --- training stages -------------------------------------------------------------------------
 
 def test_difficulty_classes_rank_bicubic_psnr_into_thirds():
-    from edgesr.models.classsr import difficulty_classes
+    from edgesr.families.classsr.model import difficulty_classes
 
     rng = torch.Generator().manual_seed(0)
     noise = torch.rand(6, 3, 16, 16, generator=rng)

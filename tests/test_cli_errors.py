@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from edgesr.cli import main
-from edgesr.models.ecbsr import ECBSR, ECBSRConfig
+from edgesr.families.ecbsr.model import ECBSR, ECBSRConfig
 
 TINY = ["--variant", "M1C4", "--scale", "2"]
 OLD_BYTES = b"do not overwrite me\n"

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from edgesr.checkpoints import load_strict, read_checkpoint, save_checkpoint
 from edgesr.errors import UserError
-from edgesr.models.ecbsr import (ECBSR, ECBSRConfig, ECBSRPlain, config_from_state_dict,
+from edgesr.families.ecbsr.model import (ECBSR, ECBSRConfig, ECBSRPlain, config_from_state_dict,
                                  is_deploy_state_dict, parse_variant)
 from edgesr.pipeline import prepare
 from edgesr.verify import check_output

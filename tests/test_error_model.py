@@ -15,7 +15,7 @@ from edgesr.error_model import LAMBDA, UnsupportedOp, at_precision, modelled
 from edgesr.images import verification_inputs
 from edgesr.pipeline import PreparedModel, prepare
 from edgesr.verify import check_output
-from export import pipeline
+from edgesr.export import pipeline
 
 SIZES = [(24, 24), (17, 29)]
 FAMILIES = {"ecbsr": "M4C16", "splitsr": "A0.25-G2B2-H1-C16", "smsr": "C16-K2"}

@@ -7,9 +7,9 @@ import torch
 
 from edgesr.errors import ParityError
 from edgesr.runtimes import open_model_file
-from export import pipeline
-from export.onnx_exporter import onnx_op_counts
-from export.tflite_exporter import tflite_op_counts, tflite_weight_dtypes
+from edgesr.export import pipeline
+from edgesr.export.onnx import onnx_op_counts
+from edgesr.export.tflite import tflite_op_counts, tflite_weight_dtypes
 
 
 def _parity(prepared, path, precision):
@@ -81,7 +81,7 @@ def test_export_verified_writes_report_and_file(tiny_y, tmp_path):
 
 def test_failed_parity_leaves_no_file(tiny_rgb, tmp_path, monkeypatch):
     """A wrong (PixelShuffle) channel order in the converted RGB graph is caught; nothing is written."""
-    from export import keras_ecbsr
+    from edgesr.families.ecbsr import keras as keras_ecbsr
 
     monkeypatch.setattr(keras_ecbsr, "depth_to_space_order", lambda colors, scale: list(range(colors * scale ** 2)))
     out = tmp_path / "bad.tflite"

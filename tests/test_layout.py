@@ -30,7 +30,7 @@ def test_unpermuted_channels_do_not_match_for_rgb():
 
 
 def test_numpy_reference_matches_tensorflow():
-    from export._tf import tf
+    from edgesr.nn.tf import tf
 
     x = np.random.default_rng(2).random((1, 3, 4, 12)).astype(np.float32)
     np.testing.assert_array_equal(tf.nn.depth_to_space(x, 2).numpy(), _depth_to_space_nhwc(x, 2))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from android_bench.loopback_device import ADB_BINARY, AdbServer, LoopbackDevice
+from loopback.loopback_device import ADB_BINARY, AdbServer, LoopbackDevice
 
 pytestmark = pytest.mark.skipif(not Path(ADB_BINARY).is_file(), reason="needs the adb client (apt install adb)")
 
@@ -97,8 +97,8 @@ def test_devices_lists_model_and_getprop(phone) -> None:
 
 
 def test_device_facts_through_project_harness(phone) -> None:
-    from android_bench.adb import Adb
-    from android_bench.device_facts import device_facts
+    from edgesr.android.adb import Adb
+    from edgesr.android.facts import device_facts
 
     server, device = phone
     facts = device_facts(Adb(ADB_BINARY, server_port=server.port), device.serial)
@@ -204,9 +204,9 @@ def test_modes(request, tmp_path: Path, server: AdbServer, mode: str) -> None:
 
 
 def test_main_runs_a_device_until_interrupted(server: AdbServer, tmp_path: Path, request) -> None:
-    process = subprocess.Popen([sys.executable, "-m", "android_bench.loopback_device", "--root", str(tmp_path / "r"),
+    process = subprocess.Popen([sys.executable, "-m", "loopback.loopback_device", "--root", str(tmp_path / "r"),
                                 "--prop", "ro.product.model=CLI Phone"],
-                               cwd=Path(__file__).resolve().parents[1], text=True, stdout=subprocess.PIPE,
+                               cwd=Path(__file__).resolve().parent, text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
 
     def reap() -> None:

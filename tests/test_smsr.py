@@ -15,17 +15,17 @@ from edgesr.cli import main as cli_main
 from edgesr.data import PairSet
 from edgesr.errors import UserError
 from edgesr.images import photo_crop
-from edgesr.models.smsr import (SMSR, LAYERS, SMSRConfig, bicubic_kernel, bicubic_phases, bicubic_upsample,
+from edgesr.families.smsr.model import (SMSR, LAYERS, SMSRConfig, bicubic_kernel, bicubic_phases, bicubic_upsample,
                                 config_from_state_dict, dense_first_order, hard_spatial_mask, is_deploy_state_dict,
                                 parse_variant, split_kernel)
-from edgesr.models.smsr_sparse import SMSRSparse, sparse_macs_saved_per_pixel
+from edgesr.families.smsr.sparse import SMSRSparse, sparse_macs_saved_per_pixel
 from edgesr.pipeline import PreparedModel, prepare
 from edgesr.profile import macs_per_lr_pixel
 from edgesr.registry import get_model
 from edgesr.runtimes import open_model_file
 from edgesr.train import TrainSettings, train
 from edgesr.verify import check_output
-from export import pipeline
+from edgesr.export import pipeline
 
 TIGHT = 1e-4  # train (hard masks) vs deploy vs sparse on 0..255: float32 re-association only
 TINY = "C8-K2"
@@ -198,7 +198,7 @@ def test_training_graph_bicubic_does_not_drift_with_the_image_size():
 
 
 def test_convtranspose_phase_conv_is_exact():
-    from export.keras_smsr import convtranspose_phases
+    from edgesr.families.smsr.keras import convtranspose_phases
 
     up = torch.nn.ConvTranspose2d(4, 2, 3, 2, 1, output_padding=1).double()
     x = torch.randn(1, 4, 5, 6, dtype=torch.float64)

@@ -10,15 +10,15 @@ import torch
 from edgesr.checkpoints import load_strict, save_checkpoint
 from edgesr.cli import main as cli_main
 from edgesr.errors import UserError
-from edgesr.models.splitsr import (RGB_MEAN, SplitSR, SplitSRBlock, SplitSRConfig, SplitSRPlain,
+from edgesr.families.splitsr.model import (RGB_MEAN, SplitSR, SplitSRBlock, SplitSRConfig, SplitSRPlain,
                                    config_from_state_dict, is_deploy_state_dict, parse_variant)
 from edgesr.pipeline import PreparedModel, prepare
 from edgesr.profile import count_params
 from edgesr.registry import get_model
 from edgesr.verify import check_output
-from export import pipeline
-from export.onnx_exporter import onnx_op_counts
-from export.tflite_exporter import tflite_op_counts, tflite_weight_dtypes
+from edgesr.export import pipeline
+from edgesr.export.onnx import onnx_op_counts
+from edgesr.export.tflite import tflite_op_counts, tflite_weight_dtypes
 
 SIZES = [(16, 16), (13, 7), (5, 11), (1, 1)]
 TINY = "A0.25-G2B2-H1-C8"  # one split group, one RCAN group, a = 2 of 8 channels
@@ -266,7 +266,7 @@ def test_tflite_fp32_uses_split_concat_no_transpose_and_is_exact(scale, tmp_path
 def test_keras_twin_needs_the_permutation_of_each_x4_stage(monkeypatch):
     """Each x2 stage's conv needs its own depth_to_space permutation: dropping it for the
     second stage only is caught (run in Keras directly, no conversion)."""
-    from export import keras_splitsr
+    from edgesr.families.splitsr import keras as keras_splitsr
 
     prepared = _prepared(4)
     x = _rgb(8, 6).numpy()

@@ -13,7 +13,7 @@ from edgesr.data import load_pairs, load_rgb
 from edgesr.errors import ToolError, UserError
 from edgesr.evaluate import evaluate_folder, mean_scores, psnr
 from edgesr.images import rgb_to_ycbcr, ycbcr_to_rgb
-from edgesr.models.ecbsr import ECBSR, ECBSRConfig
+from edgesr.families.ecbsr.model import ECBSR, ECBSRConfig
 from edgesr.pipeline import PreparedModel
 from edgesr.registry import get_model
 from edgesr.resize import imresize
@@ -134,7 +134,7 @@ def test_eval_protocol_against_a_bicubic_graph(hr_folder):
 
 
 def test_eval_of_exported_tflite_matches_pytorch_within_0_01_db(hr_folder, tmp_path):
-    from export.pipeline import write_model_file
+    from edgesr.export.pipeline import write_model_file
     from edgesr.runtimes import open_model_file
 
     prepared = _prepared()
@@ -185,7 +185,7 @@ def test_eval_cli_json(hr_folder, tmp_path, capsys):
 def test_shipped_checkpoint_beats_bicubic_on_held_out_photos_and_tflite_reproduces_it(tmp_path, scale):
     from edgesr.images import write_heldout_photos
     from edgesr.pipeline import prepare
-    from export.pipeline import export_verified
+    from edgesr.export.pipeline import export_verified
     from edgesr.runtimes import open_model_file
 
     prepared = prepare("ecbsr", "M4C16", scale)
@@ -207,7 +207,7 @@ def test_shipped_checkpoints_export_at_every_precision_within_bounds(tmp_path, s
     """Trained weights carry larger activations than fresh ones: fp16 and int8 files of the
     shipped checkpoints must still pass their parity checks (export_verified raises otherwise)."""
     from edgesr.pipeline import prepare
-    from export.pipeline import export_verified
+    from edgesr.export.pipeline import export_verified
 
     prepared = prepare("ecbsr", "M4C16", scale)
     for precision in ("fp16", "int8"):

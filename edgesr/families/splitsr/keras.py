@@ -20,9 +20,9 @@ import numpy as np
 import torch.nn as nn
 
 from edgesr.layout import depth_to_space_order, oihw_to_hwio
-from edgesr.models.splitsr import RCAB, SplitSRBlock, SplitSRPlain
-from export._tf import keras, tf
-from export.keras_ecbsr import DepthToSpace
+from edgesr.families.splitsr.model import RCAB, SplitSRBlock, SplitSRPlain
+from edgesr.nn.tf import keras, tf
+from edgesr.families.ecbsr.keras import DepthToSpace
 
 
 class AddConstant(keras.layers.Layer):

@@ -69,11 +69,11 @@ def write_model_file(prepared: PreparedModel, fmt: str, precision: str, path: Pa
     """Convert the deploy graph to `path` (no checks beyond the converters' own)."""
     cfg = prepared.config
     if fmt == "onnx":
-        from export.onnx_exporter import export_onnx
+        from edgesr.export.onnx import export_onnx
 
         export_onnx(prepared.deploy, path, cfg.colors)
         return
-    from export.tflite_exporter import convert_keras
+    from edgesr.export.tflite import convert_keras
 
     calibration = None
     if precision == "int8":
@@ -84,10 +84,10 @@ def write_model_file(prepared: PreparedModel, fmt: str, precision: str, path: Pa
 def op_counts(path: Path, fmt: str) -> Counter:
     """Operator histogram of an exported file."""
     if fmt == "onnx":
-        from export.onnx_exporter import onnx_op_counts
+        from edgesr.export.onnx import onnx_op_counts
 
         return onnx_op_counts(path)
-    from export.tflite_exporter import tflite_op_counts
+    from edgesr.export.tflite import tflite_op_counts
 
     return tflite_op_counts(path)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.stats import summarize
+from edgesr.bench.stats import summarize
 from edgesr.checkpoints import save_checkpoint
 from edgesr.errors import ToolError, UserError
 from edgesr.pipeline import PreparedModel
@@ -119,9 +119,8 @@ class Worker:
         self.case = case
         self.log_path = log_path
         self.log = self.log_path.open("w")
-        self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.worker"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
-                                        cwd=Path(__file__).resolve().parent.parent)
+        self.process = subprocess.Popen([sys.executable, "-m", "edgesr.bench.worker"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         self.load = self._ask(spec)
 
     def _ask(self, message: dict) -> dict:
@@ -156,7 +155,7 @@ class Worker:
 def prepare_files(prepared: PreparedModel, cases: list[BenchCase], workdir: Path,
                   progress: Callable[[str], None]) -> dict[tuple[str, str], Path]:
     """The verified model file (or checkpoint) every case loads, made once each."""
-    from export.pipeline import export_verified
+    from edgesr.export.pipeline import export_verified
 
     files: dict[tuple[str, str], Path] = {}
     for case in cases:
@@ -229,7 +228,7 @@ def case_costs(prepared: PreparedModel) -> dict[str, tuple[int, float]]:
 
 def host_device() -> dict:
     """The device block of a host report: CPU facts and the peak assumptions."""
-    from benchmarks.cpu import detect_cpu
+    from edgesr.bench.cpu import detect_cpu
 
     cpu = detect_cpu()
     return {"kind": "host", "name": cpu.model, "cpu": cpu.to_dict(),
@@ -238,7 +237,7 @@ def host_device() -> dict:
 
 def case_record(prepared: PreparedModel, result: CaseResult, costs: dict[str, tuple[int, float]]) -> dict:
     """One report case: statistics, memory, and achieved GFLOP/s against this CPU's peak."""
-    from benchmarks.cpu import detect_cpu
+    from edgesr.bench.cpu import detect_cpu
 
     case, cfg = result.case, prepared.config
     stats = summarize(result.latencies_ms)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from android_bench.adb import Adb
+from edgesr.android.adb import Adb
 from edgesr.errors import UserError
 
 _PROP = re.compile(r"^\[([^\]]+)\]: \[(.*)\]$")

@@ -16,9 +16,9 @@ import numpy as np
 import torch.nn as nn
 
 from edgesr.layout import depth_to_space_order, oihw_to_hwio
-from edgesr.models.classsr import FSRCNN, Classifier, MSRResNet
-from export._tf import keras, tf
-from export.keras_ecbsr import DepthToSpace
+from edgesr.families.classsr.model import FSRCNN, Classifier, MSRResNet
+from edgesr.nn.tf import keras, tf
+from edgesr.families.ecbsr.keras import DepthToSpace
 
 
 class SpatialMean(keras.layers.Layer):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from edgesr.layout import depth_to_space_order, oihw_to_hwio
-from edgesr.models.ecbsr import ECBSRPlain
-from export._tf import keras, tf
+from edgesr.families.ecbsr.model import ECBSRPlain
+from edgesr.nn.tf import keras, tf
 
 
 class DepthToSpace(keras.layers.Layer):

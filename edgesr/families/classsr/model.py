@@ -38,7 +38,7 @@ Choices (also in README.md, "ClassSR"):
 Re-parameterization: nothing folds (no BatchNorm in FSRCNN/SRResNet); `reparameterize()`
 splits the model into its deploy bundle, `ClassSRDeploy`: the classifier and the three
 branches as separate modules plus the tiling (tile 32, stride 28), whose forward runs the
-routed whole-image inference of edgesr.routed in PyTorch.
+routed whole-image inference of edgesr.families.classsr.routing in PyTorch.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from edgesr.resources import Footprint
 from edgesr.tiling import Tiling
 
 if TYPE_CHECKING:
-    from edgesr.routed import RoutedResult
+    from edgesr.families.classsr.routing import RoutedResult
 
 SCALES = (2, 3, 4)
 FAMILIES = ("FSRCNN", "SRResNet")
@@ -352,7 +352,7 @@ class ClassSRDeploy(_Parts):
 
     def route(self, x: np.ndarray) -> RoutedResult:
         """Routed inference of one (1, C, H, W) image with its class histogram and MACs."""
-        from edgesr.routed import TileMacs, route_image
+        from edgesr.families.classsr.routing import TileMacs, route_image
         from edgesr.runtimes import TorchGraph
 
         graphs = [TorchGraph(m) for m in (self.classifier, *self.branches)]
@@ -413,7 +413,7 @@ def config_from_state_dict(state_dict: dict, pixel_range: float = 1.0) -> ClassS
     if not any(k.startswith("classifier.") for k in state_dict):
         if any(k.startswith(("head_conv.", "conv_first.")) for k in state_dict):
             raise UserError("checkpoint holds one branch (no classifier.* or net1/net2/net3.* keys): load branch "
-                            "checkpoints with edgesr.models.classsr.load_branches, or pass a full ClassSR checkpoint")
+                            "checkpoints with edgesr.families.classsr.model.load_branches, or pass a full ClassSR checkpoint")
         raise _not_classsr("no classifier.* keys")
     found = [branch_config(state_dict, f"net{k}.") for k in (1, 2, 3)]
     families, depths, shrinks, scales = ({f[i] for f in found} for i in (0, 2, 3, 4))

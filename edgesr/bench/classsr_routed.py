@@ -1,5 +1,5 @@
 """ClassSR routed inference vs its largest branch alone, on the host CPU:
-`python -m benchmarks.classsr_routed`.
+`python -m edgesr.bench.classsr_routed`.
 
 For each ClassSR family (default: FSRCNN-16-36-56 at 360x640 LR, SRResNet-36-52-64 at 120x160
 LR; x4), export + verify the bundle to ONNX and TFLite (fp32), then time on a real photo,
@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.cpu import detect_cpu
-from benchmarks.stats import summarize
+from edgesr.bench.cpu import detect_cpu
+from edgesr.bench.stats import summarize
 from edgesr.atomic import write_bytes_atomic
 from edgesr.images import PHOTOS, photo, to_model_input
-from edgesr.models.classsr import ClassSR
+from edgesr.families.classsr.model import ClassSR
 from edgesr.pipeline import PreparedModel, prepare
-from edgesr.routed import RoutedBundle
+from edgesr.families.classsr.routing import RoutedBundle
 from edgesr.tiling import Tiling, extract_tiles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +116,7 @@ def _time(call, runs: int) -> list[float]:
 def bench_case(prepared: PreparedModel, image: np.ndarray, runtimes: list[str], threads: list[int], runs: int,
                rounds: int, workdir: Path, progress) -> list[dict]:
     """Export + verify each runtime's bundle, then time routed vs largest-only in interleaved rounds."""
-    from export.classsr_bundle import export_bundle
+    from edgesr.families.classsr.bundle import export_bundle
 
     rows = []
     for runtime in runtimes:
@@ -165,7 +165,7 @@ def format_table(rows: list[dict]) -> str:
 def bench_from_cli(prepared: PreparedModel, args, progress) -> str:
     """`edgesr bench --model classsr` (host): routed vs largest branch per --input, --runtime
     (onnxruntime, tflite) and --threads on the rocket photo; --json writes the rows."""
-    from benchmarks.host import parse_shape
+    from edgesr.bench.host import parse_shape
     from edgesr.errors import UserError
 
     runtimes = [r for r in args.runtime if r in RUNTIMES]

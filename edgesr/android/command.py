@@ -6,11 +6,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from android_bench.adb import Adb
-from android_bench.device_bench import (DELEGATES, DeviceCase, DeviceSettings, check_binary, device_case_record,
+from edgesr.android.adb import Adb
+from edgesr.android.bench import (DELEGATES, DeviceCase, DeviceSettings, check_binary, device_case_record,
                                         run_device_bench)
-from benchmarks import report as reports
-from benchmarks.host import parse_shape
+from edgesr.bench import report as reports
+from edgesr.bench.host import parse_shape
 from edgesr.errors import ToolError, UserError
 from edgesr.pipeline import PreparedModel
 from edgesr.profile import count_params, macs_per_lr_pixel
@@ -21,7 +21,7 @@ def tflite_file_facts(path: Path) -> tuple[str, int]:
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    from export.tflite_exporter import tflite_weight_dtypes
+    from edgesr.export.tflite import tflite_weight_dtypes
 
     if not path.is_file() or path.suffix != ".tflite":
         raise UserError(f"--tflite {path}: no such .tflite file")
@@ -60,7 +60,7 @@ def bench_on_device(adb: Adb, serial: str, prepare_model: Callable[[], PreparedM
             model = {"model": tflite.stem, "variant": None, "scale": None, "weights": str(tflite)}
             macs_per_pixel, precisions = None, [precision]
         else:
-            from export.pipeline import export_verified
+            from edgesr.export.pipeline import export_verified
 
             prepared = prepare_model()
             colors = prepared.config.colors

@@ -1,7 +1,7 @@
 """SMSR (Wang et al., CVPR 2021, "Exploring Sparsity in Image Super-Resolution"): the training
 graph with Gumbel-softmax spatial and channel masks, and the exact dense-masked deploy graph
 it re-parameterizes into. The sparse (gather -> GEMM -> scatter) inference lives in
-`edgesr.models.smsr_sparse`.
+`edgesr.families.smsr.sparse`.
 
 State-dict keys follow the authors' code (The-Learning-And-Vision-Atelier-LAVA/SMSR), so their
 checkpoints load with strict=True. I/O: RGB in 0..pixel_range (255), DIV2K mean subtracted
@@ -58,7 +58,7 @@ import torch.nn.functional as F
 
 from edgesr.errors import UserError
 from edgesr.resources import Footprint
-from edgesr.models.splitsr import CALayer, MeanShift, fold_input_affine, fold_output_affine
+from edgesr.families.splitsr.model import CALayer, MeanShift, fold_input_affine, fold_output_affine
 
 SCALES = (2, 3, 4)
 LAYERS = 4  # conv layers per SMB (fixed in the paper and the authors' code)

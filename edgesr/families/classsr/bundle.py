@@ -26,16 +26,16 @@ from edgesr.error_model import FP32_U, Modelled, at_precision, modelled
 from edgesr.error_model import PRECISIONS as NUMERICS
 from edgesr.errors import ParityError, UserError
 from edgesr.images import photo_crop, verification_inputs
-from edgesr.models.classsr import CLASSES, ClassSR, ClassSRDeploy, tile_macs
+from edgesr.families.classsr.model import CLASSES, ClassSR, ClassSRDeploy, tile_macs
 from edgesr.pipeline import PreparedModel
 from edgesr.profile import count_params
-from edgesr.routed import (BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST, RoutedBundle, TileRunner, file_sha256,
+from edgesr.families.classsr.routing import (BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST, RoutedBundle, TileRunner, file_sha256,
                            upscale_tiled)
 from edgesr.runtimes import TorchGraph, open_model_file
 from edgesr.tiling import Tiling, extract_tiles, pad_to_tile, stitch
 from edgesr.verify import (Check, Pair, Run, Subject, cached, check_pair, check_pairs, collect, expectation,
                            graph_model)
-from export.pipeline import op_counts
+from edgesr.export.pipeline import op_counts
 
 PRECISIONS = {"onnx": ("fp32",), "tflite": ("fp32", "fp16")}
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
@@ -140,13 +140,13 @@ def write_graph(module: torch.nn.Module, name: str, fmt: str, precision: str, co
                 path: Path) -> None:
     """One graph for batches of tile x tile inputs (dynamic batch, static H/W)."""
     if fmt == "onnx":
-        from export.onnx_exporter import export_onnx
+        from edgesr.export.onnx import export_onnx
 
         export_onnx(module, path, colors, example_shape=(2, colors, tile, tile), dynamic_dims={0: "batch"},
                     output_name="logits" if name == "classifier" else "sr")
         return
-    from export.keras_classsr import build_keras_branch, build_keras_classifier
-    from export.tflite_exporter import convert_keras
+    from edgesr.families.classsr.keras import build_keras_branch, build_keras_classifier
+    from edgesr.export.tflite import convert_keras
 
     if name == "classifier":
         path.write_bytes(convert_keras(build_keras_classifier(module, colors, tile), "fp32"))

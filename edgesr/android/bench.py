@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from android_bench.adb import Adb
-from android_bench.device_facts import core_mask, device_facts, read_thermal
-from android_bench.output_parser import BenchmarkOutput, parse_benchmark_output
+from edgesr.android.adb import Adb
+from edgesr.android.facts import core_mask, device_facts, read_thermal
+from edgesr.android.output import BenchmarkOutput, parse_benchmark_output
 from edgesr.errors import ToolError, UserError
 
 DELEGATES = {"cpu": ("--use_xnnpack=false",), "xnnpack": ("--use_xnnpack=true",),

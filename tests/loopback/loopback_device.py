@@ -984,7 +984,7 @@ class AdbServer:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a loopback device in the foreground until Ctrl-C (or SIGTERM); prints its serial."""
-    parser = argparse.ArgumentParser(prog="python -m android_bench.loopback_device", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loopback.loopback_device", description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, required=True, help="device filesystem folder (created if missing)")
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: a free one outside 5555-5585)")
     parser.add_argument("--mode", choices=MODES, default="device")

@@ -16,14 +16,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from android_bench.adb import Adb
-from android_bench.device_bench import DeviceCase, DeviceSettings, device_case_record, run_device_bench
-from benchmarks import report as reports
-from benchmarks.classsr_routed import photo_input, with_routing_weights
-from benchmarks.host import parse_shape
+from edgesr.android.adb import Adb
+from edgesr.android.bench import DeviceCase, DeviceSettings, device_case_record, run_device_bench
+from edgesr.bench import report as reports
+from edgesr.bench.classsr_routed import photo_input, with_routing_weights
+from edgesr.bench.host import parse_shape
 from edgesr.errors import UserError
 from edgesr.pipeline import PreparedModel
-from edgesr.routed import DEFAULT_BATCH, RoutedBundle, read_manifest
+from edgesr.families.classsr.routing import DEFAULT_BATCH, RoutedBundle, read_manifest
 
 
 def _combine(manifest: dict, names: list[str], histogram: list[int], tiles: int, batch: int,
@@ -45,7 +45,7 @@ def bench_bundle_on_device(adb: Adb, serial: str, bundle_dir: Path | None,
     """Export (or take) a TFLite bundle, benchmark its four graphs on the device, combine."""
     with tempfile.TemporaryDirectory(prefix="edgesr-adb-classsr-") as tmp:
         if bundle_dir is None:
-            from export.classsr_bundle import export_bundle
+            from edgesr.families.classsr.bundle import export_bundle
 
             prepared = with_routing_weights(prepare_model(), "rocket")
             progress(f"exporting and verifying {prepared.label} tflite fp32 bundle")

@@ -16,7 +16,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 def convert_keras(model, precision: str, calibration: list[np.ndarray] | None = None) -> bytes:
     """Convert with TFLiteConverter. fp32 applies no optimization at all (weights stay fp32);
     int8 quantizes weights, activations and the I/O tensors using `calibration` (NHWC batches)."""
-    from export._tf import tf
+    from edgesr.nn.tf import tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if precision == "fp16":

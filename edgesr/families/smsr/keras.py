@@ -19,10 +19,10 @@ import torch
 import torch.nn as nn
 
 from edgesr.layout import depth_to_space_order, oihw_to_hwio
-from edgesr.models.smsr import DeploySMM, SMSRDeploy
-from export._tf import keras, tf
-from export.keras_ecbsr import DepthToSpace
-from export.keras_splitsr import AddConstant, ChannelScale, ChannelSplit, SpatialMean
+from edgesr.families.smsr.model import DeploySMM, SMSRDeploy
+from edgesr.nn.tf import keras, tf
+from edgesr.families.ecbsr.keras import DepthToSpace
+from edgesr.families.splitsr.keras import AddConstant, ChannelScale, ChannelSplit, SpatialMean
 
 
 class PadToEven(keras.layers.Layer):

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgesr.models.smsr import DeploySMM, SMSRDeploy, hard_spatial_mask, pad_to_even
+from edgesr.families.smsr.model import DeploySMM, SMSRDeploy, hard_spatial_mask, pad_to_even
 
 
 def _gemm_kernel(weight: torch.Tensor) -> torch.Tensor:

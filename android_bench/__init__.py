@@ -1,1 +1,0 @@
-"""Android benchmarking through adb: device harness, benchmark_model output parsing, loopback test device."""

@@ -1,0 +1,1 @@
+"""Host-CPU benchmarks: harness, worker processes, statistics, CPU facts, reports."""

@@ -1,0 +1,1 @@
+"""The model families edgesr ships; importing this package registers them (edgesr.family)."""

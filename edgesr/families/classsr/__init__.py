@@ -1,0 +1,1 @@
+"""The classsr family: training and deploy graphs, Keras twin, registration."""

@@ -1,0 +1,1 @@
+"""The ecbsr family: training and deploy graphs, Keras twin, registration."""

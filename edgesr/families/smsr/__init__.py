@@ -1,0 +1,1 @@
+"""The smsr family: training and deploy graphs, Keras twin, registration."""

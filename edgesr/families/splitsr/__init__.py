@@ -1,0 +1,1 @@
+"""The splitsr family: training and deploy graphs, Keras twin, registration."""

@@ -1,0 +1,1 @@
+"""Network pieces shared by the families: PyTorch layers and Keras building blocks."""
