@@ -23,7 +23,7 @@ from edgesr.atomic import write_bytes_atomic
 from edgesr.evaluate import evaluate_folder, mean_scores
 from edgesr.images import write_heldout_photos
 from edgesr.pipeline import PreparedModel, prepare
-from edgesr.runtimes import Graph, TorchGraph, open_model_file
+from edgesr.runners import Graph, TorchGraph, open_model_file
 from edgesr.export.pipeline import export_verified
 
 SHIPPED = (("ecbsr", "M4C16", 4), ("ecbsr", "M4C16", 2), ("classsr", "FSRCNN-16-36-56", 4))

@@ -24,7 +24,7 @@ from edgesr.atomic import write_bytes_atomic
 from edgesr.images import calibration_crops, verification_inputs
 from edgesr.families.smsr.model import hard_spatial_mask
 from edgesr.pipeline import prepare
-from edgesr.verify import DEFAULT_SIZES, check_output
+from edgesr.check import DEFAULT_SIZES, check_output
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "smsr-masks"

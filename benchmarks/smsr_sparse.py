@@ -36,7 +36,7 @@ from edgesr.families.smsr.model import SMSR, parse_variant
 from edgesr.families.smsr.sparse import SMSRSparse, sparse_macs_saved_per_pixel
 from edgesr.pipeline import prepare
 from edgesr.profile import macs_per_lr_pixel
-from edgesr.verify import check_output
+from edgesr.check import check_output
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -27,34 +27,22 @@ class Checkpoint:
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
-    """Load a checkpoint with weights_only=True and unwrap the known container formats."""
+    """Load a checkpoint with weights_only=True (the zip format and the legacy one of old PyTorch,
+    which the authors' SMSR checkpoints use; a pickle that would import or run code is refused)
+    and unwrap the known container formats."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"checkpoint {path} is a directory: pass a .pt/.pth file")
     if not path.is_file():
-        raise UserError(f"checkpoint {path} not found: check the --weights path")
+        raise UserError(f"checkpoint {path} not found: check the weights path")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001  (a non-checkpoint file fails torch.load in many ways: KeyError too)
-        obj = _restricted_load(path) if isinstance(exc, pickle.UnpicklingError) else None
-        if obj is not None:
-            return _unwrap(obj, path)
         raise UserError(f"cannot read checkpoint {path}: {_load_failure_reason(exc)}; edgesr loads only "
                         "weights-only PyTorch checkpoints (.pt/.pth state_dicts) and never runs pickled code") from None
     return _unwrap(obj, path)
-
-
-def _restricted_load(path: Path) -> object | None:
-    """Second, still code-free path for pickles the weights-only loader rejects (e.g. legacy
-    files from old PyTorch): edgesr.legacy_pickle's allow-list unpickler; None if it refuses too."""
-    from edgesr.legacy_pickle import load_restricted
-
-    try:
-        return load_restricted(path)
-    except Exception:  # noqa: BLE001  (any failure means: refuse, with the weights-only reason)
-        return None
 
 
 def _unwrap(obj: object, path: Path) -> Checkpoint:

@@ -6,11 +6,15 @@ from __future__ import annotations
 import errno
 
 
-class UserError(Exception):
+class EdgeSRError(Exception):
+    """Base of every error edgesr raises on purpose."""
+
+
+class UserError(EdgeSRError):
     """Bad input from the user: the message names the problem and what to do about it."""
 
 
-class ToolError(Exception):
+class ToolError(EdgeSRError):
     """A step of the toolchain failed (converter, runtime, benchmark worker, disk): exit code 1."""
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from edgesr.data import degrade, readable_images, to_channels
 from edgesr.images import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
 from edgesr.resize import imresize
-from edgesr.runtimes import Graph
+from edgesr.runners import Graph
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

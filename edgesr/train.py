@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,45 +16,13 @@ import torch.nn.functional as F
 from edgesr.checkpoints import write_checkpoint
 from edgesr.data import PairSet, random_batch
 from edgesr.errors import ToolError, UserError
-from edgesr.families.classsr.model import STAGES as CLASSSR_STAGES
-from edgesr.registry import SRConfig
+from edgesr.family import Config, Family, Recipe
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """Optimiser settings from the method's paper (METHODS.md); batch/patch are overridable."""
-
-    lr: float
-    batch: int
-    hr_patch: dict[int, int]  # HR patch side per scale, as the papers state it
-    milestones: tuple[float, ...] = (0.5, 0.75, 0.9)  # fractions of --iters where lr halves
-    stages: tuple[str, ...] = ()  # a staged recipe's stages, in order (ClassSR); () = one stage
-    stage_lr: tuple[tuple[str, float], ...] = ()  # per-stage learning rates
-
-    def lr_patch(self, scale: int) -> int:
-        return self.hr_patch[scale] // scale
-
-    def lr_for(self, stage: str | None) -> float:
-        return dict(self.stage_lr).get(stage, self.lr)
-
-
-RECIPES = {
-    "ecbsr": Recipe(lr=5e-4, batch=32, hr_patch={2: 128, 3: 192, 4: 256}),
-    "splitsr": Recipe(lr=1e-4, batch=16, hr_patch={2: 96, 3: 96, 4: 96}),
-    # SMSR: LR patch 96; lr halved every 200 of the paper's 1000 epochs. The model's
-    # training_loss adds the sparsity term and anneals tau (edgesr/models/smsr.py).
-    "smsr": Recipe(lr=2e-4, batch=16, hr_patch={2: 192, 3: 288, 4: 384}, milestones=(0.2, 0.4, 0.6, 0.8)),
-    # ClassSR: 32x32 LR sub-images (the classifier's tile); the authors' batch is 96. Stages
-    # (edgesr/models/classsr.py, set_stage): branches and classifier at 1e-3, joint fine-tune at 1e-4.
-    "classsr": Recipe(lr=1e-3, batch=16, hr_patch={2: 64, 3: 96, 4: 128}, stages=CLASSSR_STAGES,
-                      stage_lr=(("joint", 1e-4),)),
-}
-
-
-def recipe_for(model: str) -> Recipe:
-    if model not in RECIPES:
-        raise UserError(f"no training recipe for {model} yet: edgesr can train {', '.join(RECIPES)}")
-    return RECIPES[model]
+def recipe_for(family: Family) -> Recipe:
+    if family.recipe is None:
+        raise UserError(f"{family.name} has no training recipe: edgesr exports and verifies it, but cannot train it")
+    return family.recipe
 
 
 @dataclass(frozen=True)
@@ -69,7 +38,7 @@ class TrainSettings:
     log_every: int = 50
 
 
-def _save(path: Path, model: torch.nn.Module, name: str, config: SRConfig, iteration: int, optimizer, scheduler,
+def _save(path: Path, model: torch.nn.Module, name: str, config: Config, iteration: int, optimizer, scheduler,
           rng, final: bool) -> None:
     metadata = {"model": name, "config": config.to_dict(), "graph": "train", "iterations": iteration}
     if getattr(model, "stage", None):  # ClassSR: which stage of its recipe produced these weights
@@ -83,17 +52,20 @@ def _save(path: Path, model: torch.nn.Module, name: str, config: SRConfig, itera
     write_checkpoint(path, payload, force=True)
 
 
-def train(model: torch.nn.Module, name: str, config: SRConfig, pairs: PairSet, settings: TrainSettings,
+def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet, settings: TrainSettings,
           output: Path, resume_state: dict | None = None,
-          log=lambda s: print(s, file=sys.stderr, flush=True)) -> int:
-    """Train the training graph `model` of model family `name` in place with L1 loss, saving
-    checkpoints to `output`; returns the number of iterations done."""
+          log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+          bar: Callable[[int, int, str], None] | None = None) -> int:
+    """Train the training graph `model` of `family` in place with its recipe's objective, saving
+    checkpoints to `output`; returns the number of iterations done. Progress every log_every
+    iterations goes to `bar(iteration, total, text)` if given, else to `log`."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).train()
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
-    milestones = sorted({max(1, int(f * settings.iters)) for f in recipe_for(name).milestones})
+    name = family.name
+    milestones = sorted({max(1, int(f * settings.iters)) for f in recipe_for(family).milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.5)
     start = 0
     if resume_state:
@@ -125,8 +97,12 @@ def train(model: torch.nn.Module, name: str, config: SRConfig, pairs: PairSet, s
         if iteration % settings.log_every == 0 or iteration == settings.iters:
             rate = seen / (time.perf_counter() - tick)
             eta = (settings.iters - iteration) / rate
-            log(f"iter {iteration:>6}/{settings.iters}  loss {running / seen:.5f}  "
-                f"lr {scheduler.get_last_lr()[0]:.2e}  {rate:.1f} it/s  eta {eta / 60:.1f} min")
+            text = (f"loss {running / seen:.5f}  lr {scheduler.get_last_lr()[0]:.2e}  {rate:.1f} it/s  "
+                    f"eta {eta / 60:.1f} min")
+            if bar is not None:
+                bar(iteration, settings.iters, text)
+            else:
+                log(f"iter {iteration:>6}/{settings.iters}  {text}")
             tick, running, seen = time.perf_counter(), 0.0, 0
         if iteration % settings.save_every == 0 and iteration < settings.iters:
             _save(output, model, name, config, iteration, optimizer, scheduler, rng, final=False)
@@ -134,3 +110,114 @@ def train(model: torch.nn.Module, name: str, config: SRConfig, pairs: PairSet, s
     model.eval().cpu()
     _save(output, model, name, config, settings.iters, optimizer, scheduler, rng, final=True)
     return settings.iters
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """One training run as a user asks for it (None: the family's recipe decides)."""
+
+    model: str
+    data: Path
+    output: Path
+    iters: int
+    variant: str | None = None
+    scale: int | None = None
+    pixel_range: float | None = None
+    batch: int | None = None
+    patch: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    save_every: int = 500
+    stage: str | None = None
+    weights: Path | None = None  # start a new run from these weights
+    resume: bool = False  # continue the run saved in `output`
+    force: bool = False  # start over although `output` exists
+
+
+def _stage(family: Family, recipe: Recipe, stage: str | None) -> str | None:
+    """A staged recipe (ClassSR) needs a stage; a one-stage recipe refuses one."""
+    stages = recipe.stages
+    if stages and stage is None:
+        raise UserError(f"{family.name} trains in {len(stages)} stages: {', then '.join(stages)}; each later stage "
+                        "starts from the previous stage's checkpoint (weights)")
+    if stage is not None and stage not in stages:
+        if not stages:
+            raise UserError(f"{family.name} trains in one stage: drop the stage ({stage})")
+        raise UserError(f"unknown {family.name} training stage '{stage}': choose one of {', '.join(stages)}")
+    return stage
+
+
+def settings_for(request: TrainRequest, family: Family, config: Config, stage: str | None) -> TrainSettings:
+    """The recipe's settings with the request's overrides, checked."""
+    recipe = recipe_for(family)
+    settings = TrainSettings(request.iters, recipe.batch if request.batch is None else request.batch,
+                             recipe.lr_patch(config.scale) if request.patch is None else request.patch,
+                             recipe.lr_for(stage) if request.lr is None else request.lr, request.seed,
+                             request.save_every)
+    if settings.iters < 1 or settings.batch < 1 or settings.save_every < 1 or settings.lr_patch < 4:
+        raise UserError("iterations, batch and save interval must be at least 1, the LR patch at least 4")
+    if not (math.isfinite(settings.lr) and settings.lr > 0):
+        raise UserError(f"learning rate {settings.lr:g} is not a learning rate: pass a finite number > 0, e.g. 5e-4")
+    return settings
+
+
+def _check_output(request: TrainRequest) -> None:
+    from edgesr.atomic import ensure_writable_parent
+
+    output = request.output
+    if request.resume and request.weights:
+        raise UserError("resume continues the run saved in the output; weights start a new run from a checkpoint: "
+                        "pass one of them")
+    if request.resume and request.force:
+        raise UserError("resume continues the run in the output, force starts it over: pass one of them")
+    if output.is_dir():
+        raise UserError(f"output {output} is a directory: pass the checkpoint file to write, e.g. {output / 'model.pt'}")
+    if request.resume and not output.exists():
+        raise UserError(f"there is no run to resume: {output} does not exist (start a new run, or pass the output of "
+                        "the interrupted one)")
+    if output.exists() and not (request.resume or request.force):
+        raise UserError(f"{output} exists: resume that run or start over (force)")
+    ensure_writable_parent(output)
+
+
+def run_training(request: TrainRequest, progress: Callable[[str], None] = lambda _: None,
+                 bar: Callable[[int, int, str], None] | None = None) -> tuple[Family, Config, torch.nn.Module]:
+    """Check everything, load the data, train, save: (family, config, trained training graph)."""
+    from edgesr.checkpoints import load_strict, read_checkpoint
+    from edgesr.data import load_pairs
+    from edgesr.family import get_family
+
+    family = get_family(request.model)
+    stage = _stage(family, recipe_for(family), request.stage)
+    config = family.config(request.variant, request.scale, request.pixel_range)
+    family.check_fits(config)
+    settings = settings_for(request, family, config, stage)
+    _check_output(request)
+    torch.manual_seed(request.seed)
+    model = family.training_graph(config)
+    label = f"{family.name} {config.variant} x{config.scale}"
+    start_from = request.output if request.resume else request.weights
+    resume_state = None
+    if start_from:
+        checkpoint = read_checkpoint(start_from)
+        saved = checkpoint.metadata.get("config")
+        if saved is not None and saved != config.to_dict():
+            raise UserError(f"{start_from} was trained as {saved}, not {config.to_dict()}: ask for the same variant, "
+                            "scale and pixel range")
+        load_strict(model, checkpoint.state_dict, label)
+        if request.resume:
+            if checkpoint.metadata.get("stage") != stage:
+                raise UserError(f"{request.output} was saved in training stage {checkpoint.metadata.get('stage')}, "
+                                f"not {stage}: resume it in its own stage")
+            resume_state = torch.load(request.output, map_location="cpu", weights_only=True).get("train_state")
+            if resume_state is None:
+                raise UserError(f"{request.output} is a finished run ({checkpoint.metadata.get('iterations')} "
+                                "iterations): there is nothing to resume; start over instead")
+    if stage:
+        model.set_stage(stage)
+    pairs = load_pairs(request.data, config.scale, config.colors, min_lr_side=settings.lr_patch)
+    progress(f"training {label} on {len(pairs.names)} images ({len(pairs.skipped)} skipped) for {settings.iters} "
+             f"iterations: batch {settings.batch}, LR patch {settings.lr_patch}, Adam lr {settings.lr:g}, "
+             f"{f'stage {stage}' if stage else 'L1'}, seed {settings.seed}")
+    train(model, family, config, pairs, settings, request.output, resume_state, progress, bar)
+    return family, config, model

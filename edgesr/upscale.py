@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgesr.evaluate import super_resolve_rgb
-from edgesr.runtimes import Graph
+from edgesr.runners import Graph
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -16,7 +16,7 @@ from edgesr.families.classsr.model import (ClassSR, ClassSRConfig, average_loss,
 from edgesr.pipeline import PreparedModel, prepare
 from edgesr.registry import get_model
 from edgesr.families.classsr.routing import MANIFEST, RoutedBundle, route_image, upscale_tiled
-from edgesr.runtimes import TorchGraph
+from edgesr.runners import TorchGraph
 from edgesr.tiling import Tiling, axis_weights, extract_tiles, pad_to_tile, stitch
 from edgesr.families.classsr.bundle import export_bundle, hard_routed_reference
 

@@ -9,7 +9,7 @@ from edgesr.errors import UserError
 from edgesr.families.ecbsr.model import (ECBSR, ECBSRConfig, ECBSRPlain, config_from_state_dict,
                                  is_deploy_state_dict, parse_variant)
 from edgesr.pipeline import prepare
-from edgesr.verify import check_output
+from edgesr.check import check_output
 
 OFFICIAL_BLOCK_KEYS = {
     "conv3x3.weight", "conv3x3.bias",

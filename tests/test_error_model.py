@@ -14,7 +14,7 @@ from torch.overrides import TorchFunctionMode
 from edgesr.error_model import LAMBDA, UnsupportedOp, at_precision, modelled
 from edgesr.images import verification_inputs
 from edgesr.pipeline import PreparedModel, prepare
-from edgesr.verify import check_output
+from edgesr.check import check_output
 from edgesr.export import pipeline
 
 SIZES = [(24, 24), (17, 29)]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edgesr.errors import ParityError
-from edgesr.runtimes import open_model_file
+from edgesr.runners import open_model_file
 from edgesr.export import pipeline
 from edgesr.export.onnx import onnx_op_counts
 from edgesr.export.tflite import tflite_op_counts, tflite_weight_dtypes

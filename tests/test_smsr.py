@@ -22,9 +22,9 @@ from edgesr.families.smsr.sparse import SMSRSparse, sparse_macs_saved_per_pixel
 from edgesr.pipeline import PreparedModel, prepare
 from edgesr.profile import macs_per_lr_pixel
 from edgesr.registry import get_model
-from edgesr.runtimes import open_model_file
+from edgesr.runners import open_model_file
 from edgesr.train import TrainSettings, train
-from edgesr.verify import check_output
+from edgesr.check import check_output
 from edgesr.export import pipeline
 
 TIGHT = 1e-4  # train (hard masks) vs deploy vs sparse on 0..255: float32 re-association only

@@ -15,7 +15,7 @@ from edgesr.families.splitsr.model import (RGB_MEAN, SplitSR, SplitSRBlock, Spli
 from edgesr.pipeline import PreparedModel, prepare
 from edgesr.profile import count_params
 from edgesr.registry import get_model
-from edgesr.verify import check_output
+from edgesr.check import check_output
 from edgesr.export import pipeline
 from edgesr.export.onnx import onnx_op_counts
 from edgesr.export.tflite import tflite_op_counts, tflite_weight_dtypes

@@ -17,7 +17,7 @@ from edgesr.families.ecbsr.model import ECBSR, ECBSRConfig
 from edgesr.pipeline import PreparedModel
 from edgesr.registry import get_model
 from edgesr.resize import imresize
-from edgesr.runtimes import TorchGraph
+from edgesr.runners import TorchGraph
 from edgesr.train import TrainSettings, train
 from edgesr.upscale import upscale_rgb
 
@@ -135,7 +135,7 @@ def test_eval_protocol_against_a_bicubic_graph(hr_folder):
 
 def test_eval_of_exported_tflite_matches_pytorch_within_0_01_db(hr_folder, tmp_path):
     from edgesr.export.pipeline import write_model_file
-    from edgesr.runtimes import open_model_file
+    from edgesr.runners import open_model_file
 
     prepared = _prepared()
     prepared = PreparedModel(prepared.spec, prepared.config, prepared.train, prepared.train.reparameterize(),
@@ -186,7 +186,7 @@ def test_shipped_checkpoint_beats_bicubic_on_held_out_photos_and_tflite_reproduc
     from edgesr.images import write_heldout_photos
     from edgesr.pipeline import prepare
     from edgesr.export.pipeline import export_verified
-    from edgesr.runtimes import open_model_file
+    from edgesr.runners import open_model_file
 
     prepared = prepare("ecbsr", "M4C16", scale)
     assert prepared.pretrained and prepared.notice is None, "the built-in checkpoint must ship"

@@ -27,10 +27,16 @@ class DeviceCase:
     delegate: str
     threads: int
     shape: tuple[int, int, int, int]  # N, C, H, W
+    graph: str = "deploy"  # which graph of a bundle
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.precision, self.graph
 
     @property
     def label(self) -> str:
-        return f"tflite {self.precision} {self.delegate} {'x'.join(map(str, self.shape))} t{self.threads}"
+        graph = "" if self.graph == "deploy" else f" {self.graph}"
+        return f"tflite {self.precision}{graph} {self.delegate} {'x'.join(map(str, self.shape))} t{self.threads}"
 
 
 @dataclass(frozen=True)
@@ -85,17 +91,17 @@ def activation_bytes_per_pixel(path: Path) -> int:
     return 3 * widest
 
 
-def check_device_memory(facts: dict, files: dict[str, Path], cases: list[DeviceCase]) -> None:
+def check_device_memory(facts: dict, files: dict[tuple[str, str], Path], cases: list[DeviceCase]) -> None:
     """Refuse input sizes the phone's available memory cannot hold, before anything is pushed."""
     from edgesr.resources import SHARE, gib
 
     available = facts.get("memory_available_bytes")
     if not available:
         return
-    per_pixel = {precision: activation_bytes_per_pixel(path) for precision, path in files.items()}
+    per_pixel = {key: activation_bytes_per_pixel(path) for key, path in files.items()}
     for case in cases:
         n, _, h, w = case.shape
-        need = n * h * w * per_pixel[case.precision]
+        need = n * h * w * per_pixel[case.key]
         if need > SHARE * available:
             raise UserError(f"input {'x'.join(map(str, case.shape))} needs about {gib(need)} on {facts['name']} but "
                             f"{gib(SHARE * available)} of its memory is available: use a smaller --input")
@@ -133,7 +139,7 @@ def _push_binary(adb: Adb, serial: str, settings: DeviceSettings) -> str:
     return remote
 
 
-def run_device_bench(adb: Adb, serial: str, files: dict[str, Path], cases: list[DeviceCase],
+def run_device_bench(adb: Adb, serial: str, files: dict[tuple[str, str], Path], cases: list[DeviceCase],
                      settings: DeviceSettings,
                      progress: Callable[[str], None] = lambda _: None) -> tuple[dict, list[DeviceResult]]:
     """Run every case on the device; returns (device facts, results). Any failure raises before
@@ -148,18 +154,17 @@ def run_device_bench(adb: Adb, serial: str, files: dict[str, Path], cases: list[
         binary_remote = _push_binary(adb, serial, settings)
         adb.push(serial, RUNNER, pushed[0])
         remotes = {}
-        for precision, path in files.items():
-            remotes[precision] = f"{settings.device_dir}/{path.name}"
-            pushed.append(remotes[precision])
+        for key, path in files.items():
+            remotes[key] = f"{settings.device_dir}/{'-'.join(key)}-{path.name}"
+            pushed.append(remotes[key])
             progress(f"pushing {path.name}")
-            adb.push(serial, path, remotes[precision])
-        names = {precision: input_tensor_name(path) for precision, path in files.items()}
+            adb.push(serial, path, remotes[key])
+        names = {key: input_tensor_name(path) for key, path in files.items()}
         results = []
         for i, case in enumerate(cases):
             progress(f"[{i + 1}/{len(cases)}] {case.label} on {serial} (cores {settings.cores}={mask}, "
                      f"cool-down {settings.cooldown_s} s)")
-            command = benchmark_command(settings, binary_remote, remotes[case.precision], names[case.precision],
-                                        case, mask)
+            command = benchmark_command(settings, binary_remote, remotes[case.key], names[case.key], case, mask)
             result = adb.shell(serial, command, timeout=settings.timeout_s)
             text = result.stdout + "\n" + result.stderr
             if result.exit_code != 0:
@@ -188,7 +193,7 @@ def device_case_record(result: DeviceResult, serial: str, model: dict, macs_per_
                "median_ms": None, "mean_ms": mean_ms, "p90_ms": None,
                "max_ms": steady.max_us / 1000 if steady else None, "std_ms": steady.std_us / 1000 if steady else None}
     macs = macs_per_pixel * n * h * w if macs_per_pixel else None
-    return {"device": f"adb:{serial}", **model, "runtime": "tflite", "precision": case.precision,
+    return {"device": f"adb:{serial}", **model, "graph": case.graph, "runtime": "tflite", "precision": case.precision,
             "delegate": case.delegate, "cores_mask": result.cores_mask, "input": list(case.shape),
             "threads": case.threads, "latency": latency, "first_ms": out.first_us / 1000 if out.first_us else None,
             "init_ms": out.init_us / 1000, "peak_rss_mb": out.peak_memory_mb or out.memory_overall_mb,

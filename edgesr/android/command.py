@@ -1,38 +1,32 @@
-"""From `edgesr bench --device adb` options to a report: device, files, cases, run."""
+"""From `bench --device adb` choices to a report: files, the work each graph does, device runs.
+
+A model of several graphs (a bundle) is timed graph by graph: its glue runs once on the host on
+a photo of each input size, recording which graph it calls at which batch shape, and the phone's
+per-call times add up to an estimate of the whole image."""
 
 from __future__ import annotations
 
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from edgesr.android.adb import Adb
 from edgesr.android.bench import (DELEGATES, DeviceCase, DeviceSettings, check_binary, device_case_record,
-                                        run_device_bench)
+                                  run_device_bench)
 from edgesr.bench import report as reports
 from edgesr.bench.host import parse_shape
-from edgesr.errors import ToolError, UserError
-from edgesr.pipeline import PreparedModel
-from edgesr.profile import count_params, macs_per_lr_pixel
+from edgesr import metadata
+from edgesr.errors import UserError
+from edgesr.family import IOSpec
+from edgesr.images import PHOTOS, photo_crop
+from edgesr.model import Prepared
+from edgesr.model_files import LoadedModel, open_model
+from edgesr.profile import count_params
 
-
-def tflite_file_facts(path: Path) -> tuple[str, int]:
-    """(precision, colours) of a given .tflite file, read from its tensors."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
-    from edgesr.export.tflite import tflite_weight_dtypes
-
-    if not path.is_file() or path.suffix != ".tflite":
-        raise UserError(f"--tflite {path}: no such .tflite file")
-    try:
-        detail = Interpreter(model_path=str(path)).get_input_details()[0]
-    except Exception as exc:  # noqa: BLE001  (LiteRT's own exception types)
-        raise ToolError(f"LiteRT cannot load {path}: {' '.join(str(exc).split())[:160]}: is it a complete file "
-                        "written by 'edgesr export'?") from None
-    if detail["dtype"] == np.int8:
-        return "int8", int(detail["shape_signature"][-1])
-    return ("fp16" if "float16" in tflite_weight_dtypes(path) else "fp32"), int(detail["shape_signature"][-1])
+Workload = dict[str, Counter]  # graph name -> Counter of input shapes it is called with
 
 
 def check_device_options(delegates: list[str], precisions: list[str], threads: list[int], warmup: int,
@@ -48,38 +42,119 @@ def check_device_options(delegates: list[str], precisions: list[str], threads: l
         raise UserError("--threads and --runs must be >= 1, --warmup and --cooldown >= 0")
 
 
-def bench_on_device(adb: Adb, serial: str, prepare_model: Callable[[], PreparedModel] | None, tflite: Path | None,
+class _Recorder:
+    """A Graph that notes the shape of every input it runs."""
+
+    def __init__(self, graph, calls: Counter):
+        self.graph, self.calls = graph, calls
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.calls[tuple(x.shape)] += 1
+        return self.graph(x)
+
+
+def workload(model: LoadedModel, shape: tuple[int, int, int, int]) -> Workload:
+    """Which graph runs at which input shape, how often, for a photo of `shape` (NCHW)."""
+    if model.family is None:
+        return {"deploy": Counter({shape: 1})}
+    calls = {name: Counter() for name in model.graphs}
+    runner = model.rewired({name: _Recorder(graph, calls[name]) for name, graph in model.graphs.items()})
+    io = model.io or model.assumed_io
+    photo = photo_crop(PHOTOS[3], shape[2], shape[3], io.colors, io.pixel_range, np.random.default_rng(0))
+    runner(photo)
+    return calls
+
+
+def _files(model: LoadedModel) -> dict[str, Path]:
+    if model.family is None:
+        return {"deploy": model.path}
+    return {entry["name"]: model.path / entry["file"] for entry in model.metadata["graphs"]}
+
+
+def _models(prepare_model: Callable[[], Prepared] | None, given: Path | None, precisions: list[str], tmp: Path,
+            progress: Callable[[str], None]) -> tuple[dict[str, LoadedModel], dict]:
+    """The models to time, by precision, and what the report says about them."""
+    if given is not None:
+        if given.is_file() and given.suffix != ".tflite":
+            raise UserError(f"--tflite {given}: the phone runs .tflite files or tflite bundle folders")
+        model = open_model(given)
+        if model.family is not None and model.metadata["runtime"] != "tflite":
+            raise UserError(f"bundle {given} holds {model.metadata['runtime']} graphs: the phone bench needs a tflite "
+                            "bundle (edgesr export --format tflite)")
+        meta = model.metadata
+        if meta is None:  # another tool's file: what LiteRT can tell
+            from edgesr.export.tflite import tflite_file_facts
+
+            precision, colors = tflite_file_facts(given)
+            model.assumed_io = IOSpec(colors, 1.0, 1)
+            return {precision: model}, {"model": given.stem, "variant": None, "scale": None, "weights": str(given)}
+        return ({meta["precision"]: model},
+                {"model": meta["family"], "variant": meta["variant"], "scale": meta["io"]["scale"],
+                 "weights": str(given)})
+    from edgesr.export.exporter import default_output, export
+
+    prepared = prepare_model()
+    models = {}
+    for precision in precisions:
+        progress(f"exporting and verifying {prepared.label} tflite {precision}")
+        out = tmp / default_output(prepared, "tflite", precision).name
+        models[precision] = open_model(export(prepared, "tflite", precision, out).path)
+    params = sum(count_params(g.module) for g in prepared.deployable.graphs.values())
+    return models, {"model": prepared.family.name, "variant": prepared.config.variant, "scale": prepared.config.scale,
+                    "weights": prepared.weights, "params": params}
+
+
+def estimates(records: list[dict], loads: dict[tuple[str, tuple], Workload]) -> list[dict]:
+    """Whole-image times of multi-graph models: every recorded call at its graph's measured time."""
+    rows = []
+    for (precision, shape), load in loads.items():
+        if list(load) == ["deploy"]:
+            continue
+        settings = {(r["delegate"], r["threads"]) for r in records if r["precision"] == precision}
+        for delegate, threads in sorted(settings):
+            times = {(r["graph"], tuple(r["input"])): r["latency"]["mean_ms"] for r in records
+                     if r["precision"] == precision and r["delegate"] == delegate and r["threads"] == threads}
+            total = sum(count * times[(graph, s)] for graph, calls in load.items() for s, count in calls.items())
+            rows.append({"precision": precision, "input": list(shape), "delegate": delegate, "threads": threads,
+                         "calls": {graph: sum(calls.values()) for graph, calls in load.items()}, "estimate_ms": total})
+    return rows
+
+
+def format_estimates(rows: list[dict]) -> str:
+    lines = [f"{'input':<12} {'prec':<5} {'delegate':<8} {'thr':>3} {'estimate ms':>11}  calls per graph"]
+    for r in rows:
+        calls = ", ".join(f"{g} x{n}" for g, n in r["calls"].items())
+        lines.append(f"{'x'.join(map(str, r['input'][2:])):<12} {r['precision']:<5} {r['delegate']:<8} "
+                     f"{r['threads']:>3} {r['estimate_ms']:>11.1f}  {calls}")
+    return "\n".join(lines)
+
+
+def bench_on_device(adb: Adb, serial: str, prepare_model: Callable[[], Prepared] | None, given: Path | None,
                     precisions: list[str], delegates: list[str], threads: list[int], inputs: list[str],
                     settings: DeviceSettings, progress: Callable[[str], None]) -> dict:
-    """Export (or take --tflite), run every case through adb, and build the report."""
+    """Export (or take a given .tflite file or bundle), time every graph at the shapes it runs
+    through adb, and build the report (whole-image estimates for multi-graph models)."""
     check_binary(settings.binary)
     with tempfile.TemporaryDirectory(prefix="edgesr-adb-") as tmp:
-        if tflite is not None:
-            precision, colors = tflite_file_facts(tflite)
-            files = {precision: tflite}
-            model = {"model": tflite.stem, "variant": None, "scale": None, "weights": str(tflite)}
-            macs_per_pixel, precisions = None, [precision]
-        else:
-            from edgesr.export.pipeline import export_verified
-
-            prepared = prepare_model()
-            colors = prepared.config.colors
-            files = {}
-            for precision in precisions:
-                progress(f"exporting and verifying {prepared.label} tflite {precision}")
-                path = Path(tmp) / f"{prepared.spec.name}_{prepared.config.variant.lower()}_x{prepared.config.scale}" \
-                                   f"_{precision}.tflite"
-                export_verified(prepared, "tflite", precision, path)
-                files[precision] = path
-            model = {"model": prepared.spec.name, "variant": prepared.config.variant, "scale": prepared.config.scale,
-                     "weights": prepared.weights, "params": count_params(prepared.deploy)}
-            macs_per_pixel = macs_per_lr_pixel(prepared.deploy, colors)
-        shapes = [parse_shape(text, colors) for text in inputs]
-        cases = [DeviceCase(p, d, t, s) for s in shapes for t in threads for d in delegates for p in precisions]
+        models, model_facts = _models(prepare_model, given, precisions, Path(tmp), progress)
+        files, cases, loads = {}, [], {}
+        for precision, model in models.items():
+            for name, path in _files(model).items():
+                files[(precision, name)] = path
+            io = model.io or model.assumed_io
+            for text in inputs:
+                shape = parse_shape(text, io.colors)
+                load = loads[(precision, shape)] = workload(model, shape)
+                cases += [DeviceCase(precision, d, t, s, graph) for graph, calls in load.items() for s in calls
+                          for t in threads for d in delegates]
+        cases = list(dict.fromkeys(cases))
+        macs = {key: (metadata.read(path) or {}).get("macs_per_pixel") for key, path in files.items()}
         facts, results = run_device_bench(adb, serial, files, cases, settings, progress)
     report = reports.new_report(facts, {"warmup": settings.warmup, "runs": settings.runs, "cores": settings.cores,
                                         "cooldown_s": settings.cooldown_s, "max_temp_c": settings.max_temp_c,
-                                        "benchmark_binary": settings.binary.name, "weights": model["weights"]})
-    record_model = {k: model[k] for k in ("model", "variant", "scale", "params") if k in model}
-    report["cases"] = [device_case_record(r, serial, record_model, macs_per_pixel) for r in results]
+                                        "benchmark_binary": settings.binary.name,
+                                        "weights": model_facts["weights"]})
+    record_model = {k: model_facts[k] for k in ("model", "variant", "scale", "params") if k in model_facts}
+    report["cases"] = [device_case_record(r, serial, record_model, macs.get(r.case.key)) for r in results]
+    report["estimates"] = estimates(report["cases"], loads)
     return report

@@ -16,8 +16,9 @@ import numpy as np
 from edgesr.bench.stats import summarize
 from edgesr.checkpoints import save_checkpoint
 from edgesr.errors import ToolError, UserError
-from edgesr.pipeline import PreparedModel
-from edgesr.profile import count_params, macs_per_lr_pixel, peak_activation_per_pixel
+from edgesr.family import IOSpec
+from edgesr.model import Prepared
+from edgesr.profile import count_params, deployable_macs_per_pixel, macs_per_lr_pixel, peak_activation_per_pixel
 from edgesr.resources import check_fits
 
 RUNTIMES = {"torch": ("fp32",), "torch-train": ("fp32",), "onnxruntime": ("fp32",),
@@ -67,13 +68,79 @@ def parse_shape(text: str, colors: int) -> tuple[int, int, int, int]:
     return dims[0], dims[1], dims[2], dims[3]
 
 
-def estimated_bytes(prepared: PreparedModel, shape: tuple[int, int, int, int]) -> int:
-    """Rough peak working set of one inference: input, output and the widest activations
-    (x3 for producer, consumer and runtime workspace), in float32."""
-    n, c, h, w = shape
-    module = prepared.train if prepared.train is not None else prepared.deploy
-    per_pixel = 3 * peak_activation_per_pixel(module, c) + c * (1 + prepared.config.scale ** 2)
-    return int(4 * n * h * w * per_pixel)
+@dataclass
+class Target:
+    """What a host bench times: an edgesr model (exported per case) or a given model file."""
+
+    label: str
+    family: str
+    variant: str | None
+    io: IOSpec
+    runtimes: dict[str, tuple[str, ...]]  # runtime -> precisions it can run here
+    costs: dict[str, tuple[int | None, float | None]]  # runtime -> (params, MACs per LR pixel)
+    bytes_per_pixel: float  # working set of one inference per input pixel (for the memory check)
+    make_file: Callable[[BenchCase, Path, Callable[[str], None]], Path]  # the file (or checkpoint) a case loads
+
+    @property
+    def scale(self) -> int:
+        return self.io.scale
+
+
+def model_target(prepared: Prepared) -> Target:
+    """Bench an edgesr model: its training graph (torch-train), deploy form (torch) and each
+    runtime's exported file, made and verified on the way."""
+    from edgesr.export.exporter import export
+
+    colors = prepared.config.colors
+    deployable = prepared.deployable
+    deploy = (sum(count_params(g.module) for g in deployable.graphs.values()), deployable_macs_per_pixel(deployable))
+    costs = {r: deploy for r in RUNTIMES}
+    runtimes = dict(RUNTIMES)
+    if prepared.train is not None:
+        costs["torch-train"] = (count_params(prepared.train), macs_per_lr_pixel(prepared.train, colors))
+    else:
+        runtimes.pop("torch-train")
+    precisions = prepared.family.export_precisions
+    runtimes = {r: tuple(p for p in ps if p in precisions) for r, ps in runtimes.items()}
+    module = prepared.train if prepared.train is not None else next(iter(deployable.graphs.values())).module
+    per_pixel = 4 * (3 * peak_activation_per_pixel(module, colors) + colors * (1 + prepared.config.scale ** 2))
+
+    def make_file(case: BenchCase, workdir: Path, progress: Callable[[str], None]) -> Path:
+        if case.runtime in ("torch", "torch-train"):
+            path = workdir / "model.pt"
+            if not path.exists():
+                graph = "train" if prepared.train is not None else "deploy"
+                save_checkpoint(path, prepared.train if prepared.train is not None else module, prepared.family.name,
+                                prepared.config.to_dict(), graph)
+            return path
+        fmt = FILE_FORMAT[case.runtime]
+        progress(f"exporting and verifying {fmt} {case.precision}")
+        suffix = f".{fmt}" if deployable.single else ""
+        return export(prepared, fmt, case.precision, workdir / f"model-{case.precision}{suffix}").path
+
+    return Target(prepared.label, prepared.family.name, prepared.config.variant, prepared.io, runtimes, costs,
+                  per_pixel, make_file)
+
+
+def file_target(path: Path) -> Target:
+    """Bench a given exported file or bundle on its own runtime (edgesr metadata needed: what it takes)."""
+    from edgesr import metadata
+    from edgesr.model_files import open_model
+
+    model = open_model(path)
+    if model.io is None:
+        raise UserError(f"{path} carries no edgesr metadata, so its input is unknown: bench files written by "
+                        "'edgesr export'")
+    meta = model.metadata
+    fmt = meta["runtime"] if model.family is not None else path.suffix[1:]
+    runtime = {"onnx": "onnxruntime", "tflite": "tflite"}[fmt]
+    files = ([path] if model.family is None else [path / entry["file"] for entry in meta["graphs"]])
+    documents = [metadata.read(f) or {} for f in files]
+    macs = sum(d.get("macs_per_pixel") or 0 for d in documents) or None
+    io = model.io
+    return Target(model.label, meta["family"], meta["variant"], io, {runtime: (meta["precision"],)},
+                  {runtime: (None, macs)}, 4 * io.colors * (4 + 2 * io.scale ** 2),
+                  lambda case, workdir, progress: path)
 
 
 def check_options(runtimes: list[str], precisions: list[str], threads: list[int], warmup: int = 0,
@@ -97,17 +164,23 @@ def check_options(runtimes: list[str], precisions: list[str], threads: list[int]
         raise UserError("--threads must be at least 1")
 
 
-def plan_cases(prepared: PreparedModel, runtimes: list[str], precisions: list[str], shapes: list[str],
+def plan_cases(target: Target, runtimes: list[str], precisions: list[str], shapes: list[str],
                threads: list[int]) -> list[BenchCase]:
     """Every valid combination; refuses bad options and absurd sizes before anything is allocated."""
     check_options(runtimes, precisions, threads)
-    if "torch-train" in runtimes and prepared.train is None:
-        raise UserError("torch-train needs the training graph, but the checkpoint is a deploy checkpoint")
-    parsed = [parse_shape(s, prepared.config.colors) for s in shapes]
+    for runtime in runtimes:
+        if runtime not in target.runtimes:
+            raise UserError(f"{target.label} cannot run on {runtime} here: choose from {', '.join(target.runtimes)}")
+    parsed = [parse_shape(s, target.io.colors) for s in shapes]
     for shape in parsed:
-        check_fits(f"input {'x'.join(map(str, shape))}", estimated_bytes(prepared, shape), "use a smaller --input")
-    return [BenchCase(r, p, s, t) for s in parsed for t in threads for r in runtimes
-            for p in precisions if p in RUNTIMES[r]]
+        n, _, h, w = shape
+        check_fits(f"input {'x'.join(map(str, shape))}", int(n * h * w * target.bytes_per_pixel),
+                   "use a smaller --input")
+    cases = [BenchCase(r, p, s, t) for s in parsed for t in threads for r in runtimes
+             for p in precisions if p in target.runtimes[r]]
+    if not cases:
+        raise UserError(f"{target.label} runs none of {', '.join(precisions)} on {', '.join(runtimes)}")
+    return cases
 
 
 class Worker:
@@ -152,32 +225,7 @@ class Worker:
         self.log.close()
 
 
-def prepare_files(prepared: PreparedModel, cases: list[BenchCase], workdir: Path,
-                  progress: Callable[[str], None]) -> dict[tuple[str, str], Path]:
-    """The verified model file (or checkpoint) every case loads, made once each."""
-    from edgesr.export.pipeline import export_verified
-
-    files: dict[tuple[str, str], Path] = {}
-    for case in cases:
-        key = (case.runtime, case.precision)
-        if key in files:
-            continue
-        if case.runtime in ("torch", "torch-train"):
-            path = workdir / "model.pt"
-            if not path.exists():
-                module = prepared.train if prepared.train is not None else prepared.deploy
-                graph = "train" if prepared.train is not None else "deploy"
-                save_checkpoint(path, module, prepared.spec.name, prepared.config.to_dict(), graph)
-        else:
-            fmt = FILE_FORMAT[case.runtime]
-            path = workdir / f"model-{case.precision}.{fmt}"
-            progress(f"exporting and verifying {fmt} {case.precision}")
-            export_verified(prepared, fmt, case.precision, path)
-        files[key] = path
-    return files
-
-
-def run_cases(prepared: PreparedModel, cases: list[BenchCase], warmup: int, runs: int, rounds: int,
+def run_cases(target: Target, cases: list[BenchCase], warmup: int, runs: int, rounds: int,
               progress: Callable[[str], None] = lambda _: None) -> list[CaseResult]:
     """Start one worker per case, warm each up, then time `runs` runs per case split over
     `rounds` rounds that visit the cases in rotating order (drift hits all cases alike)."""
@@ -186,17 +234,20 @@ def run_cases(prepared: PreparedModel, cases: list[BenchCase], warmup: int, runs
     rounds = min(rounds, runs)
     with tempfile.TemporaryDirectory(prefix="edgesr-bench-") as tmp:
         workdir = Path(tmp)
-        files = prepare_files(prepared, cases, workdir, progress)
+        files = {}
+        for case in cases:
+            if (case.runtime, case.precision) not in files:
+                files[(case.runtime, case.precision)] = target.make_file(case, workdir, progress)
         inputs = {}
         rng = np.random.default_rng(0)
         for shape in dict.fromkeys(c.shape for c in cases):
             inputs[shape] = workdir / f"input-{'x'.join(map(str, shape))}.npy"
-            np.save(inputs[shape], (rng.random(shape) * prepared.config.pixel_range).astype(np.float32))
+            np.save(inputs[shape], (rng.random(shape) * target.io.pixel_range).astype(np.float32))
         workers: list[Worker] = []
         try:
             for i, case in enumerate(cases):
                 progress(f"[{i + 1}/{len(cases)}] loading {case.label}")
-                spec = {"runtime": case.runtime, "threads": case.threads, "model": prepared.spec.name,
+                spec = {"runtime": case.runtime, "threads": case.threads, "model": target.family,
                         "path": str(files[(case.runtime, case.precision)]), "input": str(inputs[case.shape])}
                 workers.append(Worker(case, spec, workdir / f"worker-{i}.log"))
                 if warmup:
@@ -216,16 +267,6 @@ def run_cases(prepared: PreparedModel, cases: list[BenchCase], warmup: int, runs
                 worker.kill()
 
 
-def case_costs(prepared: PreparedModel) -> dict[str, tuple[int, float]]:
-    """(params, MACs per LR pixel) of the graph each runtime executes."""
-    colors = prepared.config.colors
-    deploy = (count_params(prepared.deploy), macs_per_lr_pixel(prepared.deploy, colors))
-    costs = {r: deploy for r in RUNTIMES}
-    if prepared.train is not None:
-        costs["torch-train"] = (count_params(prepared.train), macs_per_lr_pixel(prepared.train, colors))
-    return costs
-
-
 def host_device() -> dict:
     """The device block of a host report: CPU facts and the peak assumptions."""
     from edgesr.bench.cpu import detect_cpu
@@ -235,32 +276,31 @@ def host_device() -> dict:
             "peak_assumption": cpu.peak_formula(1).split(" = ")[0] + " per thread"}
 
 
-def case_record(prepared: PreparedModel, result: CaseResult, costs: dict[str, tuple[int, float]]) -> dict:
+def case_record(target: Target, result: CaseResult) -> dict:
     """One report case: statistics, memory, and achieved GFLOP/s against this CPU's peak."""
     from edgesr.bench.cpu import detect_cpu
 
-    case, cfg = result.case, prepared.config
+    case = result.case
     stats = summarize(result.latencies_ms)
-    params, macs_per_pixel = costs[case.runtime]
+    params, macs_per_pixel = target.costs[case.runtime]
     n, _, h, w = case.shape
-    macs = macs_per_pixel * n * h * w
-    gflops = 2 * macs / (stats.median_ms * 1e6)
+    macs = macs_per_pixel * n * h * w if macs_per_pixel else None
+    gflops = 2 * macs / (stats.median_ms * 1e6) if macs else None
     peak = detect_cpu().peak_gflops(case.threads)
-    return {"device": "host", "model": prepared.spec.name, "variant": cfg.variant, "scale": cfg.scale,
+    return {"device": "host", "model": target.family, "variant": target.variant, "scale": target.scale,
             "runtime": case.runtime, "precision": case.precision, "input": list(case.shape),
             "threads": case.threads, "latency": stats.to_dict(), "first_ms": result.load["first_ms"],
             "init_ms": result.load["init_ms"], "peak_rss_mb": result.peak_rss_mb,
             "rss_before_load_mb": result.load["rss_before_load_mb"],
             "threads_applied": result.load["threads_applied"],
             "os_threads_added": result.load["os_threads_added"], "params": params, "macs": macs,
-            "gflops": gflops, "peak_gflops": peak, "peak_fraction": gflops / peak}
+            "gflops": gflops, "peak_gflops": peak, "peak_fraction": gflops / peak if gflops else None}
 
 
-def run_bench(prepared: PreparedModel, cases: list[BenchCase], warmup: int, runs: int, rounds: int,
+def run_bench(target: Target, cases: list[BenchCase], warmup: int, runs: int, rounds: int,
               progress: Callable[[str], None] = lambda _: None) -> list[dict]:
     """Run and summarize one model's planned cases: the report's 'cases' entries."""
-    progress(f"{len(cases)} case(s) of {prepared.label}: {warmup} warm-up + {runs} timed runs each, "
+    progress(f"{len(cases)} case(s) of {target.label}: {warmup} warm-up + {runs} timed runs each, "
              f"over {rounds} interleaved round(s), one process per case")
-    results = run_cases(prepared, cases, warmup, runs, rounds, progress)
-    costs = case_costs(prepared)
-    return [case_record(prepared, r, costs) for r in results]
+    results = run_cases(target, cases, warmup, runs, rounds, progress)
+    return [case_record(target, r) for r in results]

@@ -32,10 +32,10 @@ def _memory_mb(field: str) -> float:
 
 def _import_runtime(runtime: str) -> None:
     """Import the runtime's libraries before the load timer starts."""
-    import edgesr.runtimes  # noqa: F401
+    import edgesr.runners  # noqa: F401
 
     if runtime in ("torch", "torch-train"):
-        import edgesr.pipeline  # noqa: F401  (torch and the model code)
+        import edgesr.model  # noqa: F401  (torch and the model code)
     elif runtime == "onnxruntime":
         import onnxruntime  # noqa: F401
     else:
@@ -43,27 +43,24 @@ def _import_runtime(runtime: str) -> None:
 
 
 def _open(spec: dict):
-    """Open the graph for a case; returns (graph, threads as reported by the runtime)."""
+    """Open the model for a case; returns (runner, threads as reported by the runtime)."""
     runtime, threads, path = spec["runtime"], spec["threads"], Path(spec["path"])
     if runtime in ("torch", "torch-train"):
         import torch
 
-        from edgesr.pipeline import prepare
-        from edgesr.runtimes import TorchGraph
+        from edgesr.model import prepare
 
         torch.set_num_threads(threads)
         torch.set_num_interop_threads(1)
         prepared = prepare(spec["model"], weights=path)
-        module = prepared.train if runtime == "torch-train" else prepared.deploy
-        return TorchGraph(module), torch.get_num_threads()
-    if runtime == "onnxruntime":
-        from edgesr.runtimes import OnnxGraph
+        if runtime == "torch-train":
+            return prepared.family.reference(prepared.train, prepared.deployable), torch.get_num_threads()
+        return prepared.deployable.torch_runner(), torch.get_num_threads()
+    from edgesr.model_files import open_model
 
-        graph = OnnxGraph(path, threads)
-        return graph, graph.session.get_session_options().intra_op_num_threads
-    from edgesr.runtimes import TfliteGraph
-
-    return TfliteGraph(path, threads), threads
+    model = open_model(path, threads)
+    applied = {graph.threads for graph in model.graphs.values()}
+    return model, applied.pop() if len(applied) == 1 else sorted(applied)
 
 
 def main() -> int:

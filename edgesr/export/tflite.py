@@ -64,3 +64,19 @@ def tflite_weight_dtypes(path: Path) -> set[str]:
         if len(tensor["shape"]) and tensor["name"] and "conv" in tensor["name"].lower():
             dtypes.add(np.dtype(tensor["dtype"]).name)
     return dtypes
+
+
+def tflite_file_facts(path: Path) -> tuple[str, int]:
+    """(precision, colours) of a .tflite file without edgesr metadata, from its tensors."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgesr.errors import ToolError
+
+    try:
+        detail = Interpreter(model_path=str(path)).get_input_details()[0]
+    except Exception as exc:  # noqa: BLE001  (LiteRT's own exception types)
+        raise ToolError(f"LiteRT cannot load {path}: {' '.join(str(exc).split())[:160]}: is it a complete file "
+                        "written by 'edgesr export'?") from None
+    if detail["dtype"] == np.int8:
+        return "int8", int(detail["shape_signature"][-1])
+    return ("fp16" if "float16" in tflite_weight_dtypes(path) else "fp32"), int(detail["shape_signature"][-1])

@@ -47,8 +47,6 @@ import copy
 import re
 from dataclasses import asdict, dataclass
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 import torch.nn as nn
@@ -57,9 +55,6 @@ import torch.nn.functional as F
 from edgesr.errors import UserError
 from edgesr.resources import Footprint
 from edgesr.tiling import Tiling
-
-if TYPE_CHECKING:
-    from edgesr.families.classsr.routing import RoutedResult
 
 SCALES = (2, 3, 4)
 FAMILIES = ("FSRCNN", "SRResNet")
@@ -282,20 +277,25 @@ class ClassSR(_Parts):
 
     def route_hard(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(net_{argmax}(x) per sample, classes): each class's samples go through its branch."""
-        classes = self.classifier(x).argmax(dim=1)
-        s = self.config.scale
-        out = x.new_zeros(x.shape[0], x.shape[1], x.shape[2] * s, x.shape[3] * s)
-        for k, net in enumerate(self.branches):
-            chosen = classes == k
-            if chosen.any():
-                out[chosen] = net(x[chosen])
-        return out, classes
+        return route_hard(self.classifier, self.branches, self.config.scale, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.route_soft(x) if self.training else self.route_hard(x))[0]
 
     def reparameterize(self, tiling: Tiling | None = None) -> ClassSRDeploy:
         return reparameterize(self, tiling)
+
+
+def route_hard(classifier: nn.Module, branches: tuple[nn.Module, ...], scale: int,
+               x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard routing of a batch of tiles: the classifier's argmax picks each tile's branch."""
+    classes = classifier(x).argmax(dim=1)
+    out = x.new_zeros(x.shape[0], x.shape[1], x.shape[2] * scale, x.shape[3] * scale)
+    for k, net in enumerate(branches):
+        chosen = classes == k
+        if chosen.any():
+            out[chosen] = net(x[chosen])
+    return out, classes
 
 
 def difficulty_classes(lr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -336,7 +336,7 @@ def classsr_loss(sr: torch.Tensor, hr: torch.Tensor, probs: torch.Tensor,
 # --- deploy bundle --------------------------------------------------------------------------
 
 class ClassSRDeploy(_Parts):
-    """The deploy bundle: classifier and three branches as separate graphs, plus the tiling.
+    """The deploy form: classifier and three branches as separate graphs, plus the tiling.
     forward((1, C, H, W)) is the routed whole-image inference: tile, classify all tiles in one
     batch, run each class's tiles through its branch in batches, blend the overlaps (edgesr/tiling.py)."""
 
@@ -347,18 +347,12 @@ class ClassSRDeploy(_Parts):
         check_tiling(self.tiling)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.route(x.detach().cpu().numpy())
-        return torch.from_numpy(result.sr).to(x.device, x.dtype)
-
-    def route(self, x: np.ndarray) -> RoutedResult:
-        """Routed inference of one (1, C, H, W) image with its class histogram and MACs."""
-        from edgesr.families.classsr.routing import TileMacs, route_image
-        from edgesr.runtimes import TorchGraph
+        from edgesr.families.classsr.routing import route_image
+        from edgesr.runners import TorchGraph
 
         graphs = [TorchGraph(m) for m in (self.classifier, *self.branches)]
-        t, c = self.tiling.tile, self.config.colors
-        macs = TileMacs(tile_macs(self.classifier, c, t), tuple(tile_macs(net, c, t) for net in self.branches))
-        return route_image(x, graphs[0], graphs[1:], self.tiling, self.config.scale, macs)
+        result = route_image(x.detach().cpu().numpy(), graphs[0], graphs[1:], self.tiling, self.config.scale)
+        return torch.from_numpy(result.sr).to(x.device, x.dtype)
 
 
 def check_tiling(tiling: Tiling) -> None:
@@ -377,11 +371,6 @@ def reparameterize(model: ClassSR, tiling: Tiling | None = None) -> ClassSRDeplo
 
 
 # --- checkpoints ----------------------------------------------------------------------------
-
-def is_deploy_state_dict(state_dict: dict) -> bool:
-    """The bundle has the training graph's keys: every checkpoint loads as the training graph."""
-    return False
-
 
 def _not_classsr(reason: str) -> UserError:
     return UserError(f"checkpoint is not a ClassSR state_dict ({reason}); pass --model for the network it was "

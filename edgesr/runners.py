@@ -1,4 +1,5 @@
-"""Host runtimes behind one call signature: NCHW float32 in model pixel range -> NCHW out."""
+"""Runtimes behind one call signature, the Graph protocol: NCHW float32 in the model's pixel
+range -> NCHW out. PyTorch modules, ONNX Runtime sessions and LiteRT interpreters."""
 
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ class TorchGraph:
         if threads:
             torch.set_num_threads(threads)
 
+    @property
+    def threads(self) -> int:
+        import torch
+
+        return torch.get_num_threads()
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.bind(x)().numpy()
 
@@ -71,6 +78,11 @@ class OnnxGraph:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
+    @property
+    def threads(self) -> int:
+        """The intra-op thread count the session applied."""
+        return self.session.get_session_options().intra_op_num_threads
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         try:
             return self.bind(x)()
@@ -89,7 +101,8 @@ class TfliteGraph:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+        self.threads = threads or os.cpu_count()
+        self.interpreter = Interpreter(model_path=str(path), num_threads=self.threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output_index = self.interpreter.get_output_details()[0]["index"]
         self.shape: tuple[int, ...] | None = None
@@ -152,6 +165,11 @@ def _int8_range(detail: dict) -> tuple[float, float]:
     return (-128 - zero) * scale, (127 - zero) * scale
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return " ".join(text.splitlines()[0].split())[:200] if text else type(exc).__name__
+
+
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     if detail["dtype"] == np.float32:
         return x.astype(np.float32)
@@ -167,26 +185,19 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return ((y.astype(np.float64) - zero) * scale).astype(np.float32)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return " ".join(text.splitlines()[0].split())[:200] if text else type(exc).__name__
-
-
-def open_model_file(path: Path, threads: int | None = None, spin: bool = True) -> Graph:
-    """Open an exported .onnx or .tflite file with its runtime (or a ClassSR bundle directory);
-    `spin` is ONNX Runtime's busy-waiting of idle worker threads (see OnnxGraph). A file the
-    runtime rejects (corrupt, truncated, not a model) is a ToolError naming the runtime's reason."""
+def open_runtime_file(path: Path, threads: int | None = None, spin: bool = True) -> Graph:
+    """Open one exported .onnx or .tflite file with its runtime; `spin` is ONNX Runtime's
+    busy-waiting of idle worker threads (see OnnxGraph). A file the runtime rejects (corrupt,
+    truncated, not a model) is a ToolError naming the runtime's reason."""
     path = Path(path)
     if path.is_dir():
-        from edgesr.families.classsr.routing import RoutedBundle  # routed imports this module
-
-        return RoutedBundle(path, threads)
+        raise UserError(f"model file {path} is a folder: open a bundle folder with edgesr.model_files.open_model")
     if not path.is_file():
         raise UserError(f"model file {path} not found")
     runtimes = {".onnx": ("ONNX Runtime", lambda: OnnxGraph(path, threads, spin)),
                 ".tflite": ("LiteRT", lambda: TfliteGraph(path, threads))}
     if path.suffix not in runtimes:
-        raise UserError(f"unknown model file type '{path.suffix}': expected .onnx, .tflite or a ClassSR bundle folder")
+        raise UserError(f"unknown model file type '{path.suffix}': expected .onnx, .tflite or a bundle folder")
     runtime, make = runtimes[path.suffix]
     try:
         return make()
@@ -197,9 +208,9 @@ def open_model_file(path: Path, threads: int | None = None, spin: bool = True) -
                         "'edgesr export'?") from None
 
 
-def check_model_file(graph: Graph, path: Path, colors: int, scale: int, described: str) -> None:
-    """Refuse a model file that does not fit the model it is used as: one probe inference must
-    take `colors` channels and upscale by `scale` (`described` names that model for the message)."""
+def check_io(graph: Graph, path: Path, colors: int, scale: int, described: str) -> None:
+    """Refuse a model that does not fit the model it is used as: one probe inference must take
+    `colors` channels and upscale by `scale` (`described` names that model for the message)."""
     probe = np.zeros((1, colors, 32, 32), dtype=np.float32)
     try:
         shape = np.asarray(graph(probe)).shape

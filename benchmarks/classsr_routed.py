@@ -1,5 +1,5 @@
 """ClassSR routed inference vs its largest branch alone, on the host CPU:
-`python -m edgesr.bench.classsr_routed`.
+`python -m benchmarks.classsr_routed`.
 
 For each ClassSR family (default: FSRCNN-16-36-56 at 360x640 LR, SRResNet-36-52-64 at 120x160
 LR; x4), export + verify the bundle to ONNX and TFLite (fp32), then time on a real photo,
@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgesr.atomic import write_bytes_atomic
 from edgesr.bench.cpu import detect_cpu
 from edgesr.bench.stats import summarize
-from edgesr.atomic import write_bytes_atomic
-from edgesr.images import PHOTOS, photo, to_model_input
+from edgesr.export.exporter import export
 from edgesr.families.classsr.model import ClassSR
-from edgesr.pipeline import PreparedModel, prepare
-from edgesr.families.classsr.routing import RoutedBundle
+from edgesr.images import PHOTOS, photo, to_model_input
+from edgesr.model import Prepared, prepare
+from edgesr.model_files import open_model
 from edgesr.tiling import Tiling, extract_tiles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,15 +94,15 @@ def edge_energy_classifier(model: ClassSR, calibration: list[np.ndarray], tiling
         last.bias.copy_(torch.tensor([0.0, -c * t1, -c * (t1 + t2)]))
 
 
-def with_routing_weights(prepared: PreparedModel, photo_name: str) -> PreparedModel:
+def with_routing_weights(prepared: Prepared, photo_name: str) -> Prepared:
     """Real checkpoints as they are; fresh weights get the edge-energy classifier, calibrated on
     the bundled photos other than the one benchmarked."""
     if prepared.pretrained:
         return prepared
     others = [to_model_input(photo(p), 3, 1.0) for p in PHOTOS if p != photo_name]
     edge_energy_classifier(prepared.train, others)
-    return PreparedModel(prepared.spec, prepared.config, prepared.train, prepared.train.reparameterize(),
-                         f"{prepared.weights} branches + edge-energy classifier", False)
+    return Prepared(prepared.family, prepared.config, prepared.train, prepared.family.deployable(prepared.train),
+                    f"{prepared.weights} branches + edge-energy classifier", False)
 
 
 def _time(call, runs: int) -> list[float]:
@@ -113,18 +114,16 @@ def _time(call, runs: int) -> list[float]:
     return out
 
 
-def bench_case(prepared: PreparedModel, image: np.ndarray, runtimes: list[str], threads: list[int], runs: int,
+def bench_case(prepared: Prepared, image: np.ndarray, runtimes: list[str], threads: list[int], runs: int,
                rounds: int, workdir: Path, progress) -> list[dict]:
     """Export + verify each runtime's bundle, then time routed vs largest-only in interleaved rounds."""
-    from edgesr.families.classsr.bundle import export_bundle
-
     rows = []
     for runtime in runtimes:
         folder = workdir / f"{prepared.config.variant}-{runtime}"
         progress(f"exporting and verifying {prepared.label} {runtime} bundle")
-        export_bundle(prepared, RUNTIMES[runtime], "fp32", folder)
+        export(prepared, RUNTIMES[runtime], "fp32", folder)
         for n in threads:
-            bundle = RoutedBundle(folder, threads=n)
+            bundle = open_model(folder, threads=n).runner
             result = bundle.route(image)
             bundle.largest_only(image)  # warm-up of the largest branch at its batch shapes
             times: dict[str, list[float]] = {"routed": [], "largest": []}
@@ -160,33 +159,6 @@ def format_table(rows: list[dict]) -> str:
                      f"({100 * r['macs_spent'] / r['macs_largest']:.0f}%) | {r['routed']['median_ms']:.1f} | "
                      f"{r['largest']['median_ms']:.1f} | {r['speedup']:.2f}x |")
     return "\n".join(lines)
-
-
-def bench_from_cli(prepared: PreparedModel, args, progress) -> str:
-    """`edgesr bench --model classsr` (host): routed vs largest branch per --input, --runtime
-    (onnxruntime, tflite) and --threads on the rocket photo; --json writes the rows."""
-    from edgesr.bench.host import parse_shape
-    from edgesr.errors import UserError
-
-    runtimes = [r for r in args.runtime if r in RUNTIMES]
-    if not runtimes:
-        raise UserError("classsr runs as an exported bundle: use --runtime onnxruntime and/or tflite")
-    if args.precision != ["fp32"] or args.csv or args.plot:
-        raise UserError("the classsr host bench times fp32 bundles and writes --json only: drop --precision, "
-                        "--csv and --plot")
-    shapes = [parse_shape(text, 3) for text in args.input]
-    if any(n != 1 for n, _, _, _ in shapes):
-        raise UserError("classsr routes the tiles of one image: pass --input HxW (batch 1)")
-    prepared = with_routing_weights(prepared, "rocket")
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="edgesr-classsr-bench-") as tmp:
-        for _, _, h, w in shapes:
-            rows += bench_case(prepared, photo_input(h, w), runtimes, args.threads, args.runs, args.rounds,
-                               Path(tmp), progress)
-    if args.json:
-        payload = {"name": NAME, "cpu": detect_cpu().model, "weights": prepared.weights, "rows": rows}
-        write_bytes_atomic(args.json, json.dumps(payload, indent=2).encode(), force=args.force)
-    return format_table(rows) + f"\nweights: {prepared.weights}; input: rocket photo (scikit-image), cropped/mirrored"
 
 
 def main(argv: list[str] | None = None) -> int:

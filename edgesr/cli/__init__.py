@@ -1,0 +1,68 @@
+"""The `edgesr` command line: a thin layer over the Python API (edgesr.api), one module per
+command. Every failure is one line on stderr; exit codes: 2 user error, 1 tool or environment
+error, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (temporary files removed first)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from edgesr import __version__, interrupts
+from edgesr.cli import bench, evaluate, export, inspect, models, train, upscale, verify
+from edgesr.cli.common import Parser
+from edgesr.errors import Terminated, ToolError, UserError, os_error
+
+COMMANDS = (models, export, verify, inspect, bench, train, evaluate, upscale)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="edgesr", description="Take efficient super-resolution networks from their training graph "
+                    "to verified ONNX/TFLite models and measure them.")
+    parser.add_argument("--version", action="version", version=f"edgesr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for command in COMMANDS:
+        command.add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point (see the module docstring for the exit codes)."""
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    interrupts.install()
+    try:
+        args = build_parser().parse_args(argv)
+        return _run(args)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"edgesr: {message}", file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return args.func(args)
+    except UserError as exc:
+        return _fail(f"error: {exc}", 2)
+    except ToolError as exc:
+        return _fail(f"error: {exc}", 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted (Ctrl-C): temporary files removed, nothing half-written left", 130)
+    except Terminated as exc:
+        return _fail(f"stopped by {exc}: temporary files removed, nothing half-written left", 128 + exc.signum)
+    except MemoryError:
+        return _fail("error: out of memory: use smaller inputs (--sizes, --input, --tile) or a smaller variant", 1)
+    except OSError as exc:
+        return _fail(f"error: {os_error(exc, 'a file operation')}", 1)
+    except Exception as exc:  # noqa: BLE001  (the last line of defence: never a traceback)
+        if os.environ.get("EDGESR_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())[:300] or "no message"
+        return _fail(f"internal error: {type(exc).__name__}: {text} (a bug in edgesr: please report it with the "
+                     "command line; EDGESR_DEBUG=1 shows the traceback)", 1)

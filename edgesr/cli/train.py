@@ -1,0 +1,49 @@
+"""`edgesr train`: train a model on a folder of HR images (the family's recipe)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgesr.cli.common import DEFAULT_MODEL, Parser, add_model_args, progress, say
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgesr.api import Model
+    from edgesr.cli.evaluate import print_report
+    from edgesr.data import list_images
+    from edgesr.model import Prepared
+    from edgesr.train import TrainRequest, run_training
+
+    if args.val and args.val != "skimage":
+        list_images(Path(args.val))  # a missing --val folder fails now, not after the training
+    request = TrainRequest(args.model or DEFAULT_MODEL, args.data, args.output, args.iters, args.variant, args.scale,
+                           args.pixel_range, args.batch, args.patch, args.lr, args.seed, args.save_every, args.stage,
+                           args.weights, args.resume, args.force)
+    family, config, trained = run_training(request, progress, progress.bar)
+    say(args, f"saved {args.output} ({args.output.stat().st_size / 1024:.0f} KiB)")
+    if args.val:
+        model = Model(Prepared(family, config, trained, family.deployable(trained.eval()), str(args.output), True))
+        print_report(args, model.evaluate(args.val, "deploy", progress), str(args.output))
+    return 0
+
+
+def add(sub) -> None:
+    parser: Parser = sub.add_parser("train", help="train a model on a folder of HR images",
+                                    description="Train on a folder of HR images (PNG/JPEG): LR by MATLAB bicubic "
+                                    "downscaling, random aligned crops, flips and rotations, the family's recipe.")
+    add_model_args(parser)
+    parser.add_argument("--data", type=Path, required=True, help="folder of HR training images")
+    parser.add_argument("--val", help="folder (or 'skimage') to evaluate on after training")
+    parser.add_argument("--iters", type=int, required=True, help="training iterations")
+    parser.add_argument("--batch", type=int, help="batch size (default: the recipe's)")
+    parser.add_argument("--patch", type=int, help="LR patch size (default: the recipe's)")
+    parser.add_argument("--lr", type=float, help="Adam learning rate (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for init, crops and order (default: 0)")
+    parser.add_argument("--save-every", type=int, default=500, help="checkpoint interval (default: 500)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write (atomically)")
+    parser.add_argument("--stage", help="a staged recipe's stage (classsr: branches, then classifier with frozen "
+                        "branches, then joint); start each later stage from the previous one with --weights")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --output")
+    parser.add_argument("--force", action="store_true", help="start over even if --output exists")
+    parser.set_defaults(func=run)
