@@ -14,7 +14,7 @@ from pathlib import Path
 from edgesr.bench import report as reports
 from edgesr.bench.host import host_device, plan_cases, run_bench
 from edgesr.atomic import write_bytes_atomic
-from edgesr.pipeline import prepare
+from edgesr.model import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -3,8 +3,8 @@
 For each built-in checkpoint, PSNR/SSIM on the Y channel (papers' protocol, see edgesr/evaluate.py)
 on the held-out photos (scikit-image's bundled ones, never used for training), for the training
 graph, the deploy graph and every exported file (each parity-checked when exported), next to
-bicubic on the same LR. ClassSR has no whole-image training graph: its rows are the routed
-PyTorch bundle and the exported bundles (RoutedBundle on ONNX Runtime / LiteRT). Writes
+bicubic on the same LR. For ClassSR the training graph is the hard-routed one, tile by tile, and
+the deploy and exported forms are routed bundles (ONNX Runtime / LiteRT). Writes
 benchmarks/results/quality.{json,md} and refreshes the table between <!-- quality:shipped -->
 markers in README.md.
 """
@@ -21,10 +21,11 @@ from pathlib import Path
 from benchmarks.publish import RESULTS, ROOT, refresh_readme
 from edgesr.atomic import write_bytes_atomic
 from edgesr.evaluate import evaluate_folder, mean_scores
+from edgesr.export.exporter import FORMATS, export
 from edgesr.images import write_heldout_photos
-from edgesr.pipeline import PreparedModel, prepare
-from edgesr.runners import Graph, TorchGraph, open_model_file
-from edgesr.export.pipeline import export_verified
+from edgesr.model import Prepared, prepare
+from edgesr.model_files import open_model
+from edgesr.runners import Graph
 
 SHIPPED = (("ecbsr", "M4C16", 4), ("ecbsr", "M4C16", 2), ("classsr", "FSRCNN-16-36-56", 4))
 FILES = (("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8"))
@@ -34,24 +35,18 @@ def _progress(message: str) -> None:
     print(f"[quality {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _graphs(prepared: PreparedModel, scratch: Path) -> dict[str, Graph]:
-    """The training (single-graph models) and deploy graphs plus every verified export."""
-    bundle = prepared.spec.bundle_ops()
-    if bundle is not None:
-        graphs: dict[str, Graph] = {"deploy": TorchGraph(prepared.deploy)}
-        files = [(fmt, p) for fmt, precisions in bundle.PRECISIONS.items() for p in precisions]
-    else:
-        graphs = {"train": TorchGraph(prepared.train), "deploy": TorchGraph(prepared.deploy)}
-        files = list(FILES)
+def _graphs(prepared: Prepared, scratch: Path) -> dict[str, Graph]:
+    """The training graph (the family's reference), the deploy form and every verified export."""
+    family, deployable = prepared.family, prepared.deployable
+    graphs: dict[str, Graph] = {"train": family.reference(prepared.train, deployable),
+                                "deploy": deployable.torch_runner()}
+    files = [(fmt, p) for fmt, precisions in FORMATS.items() for p in precisions if p in family.export_precisions]
     for fmt, precision in files:
         _progress(f"exporting {prepared.label} {fmt} {precision} (parity-checked)")
-        path = scratch / f"{prepared.spec.name}-x{prepared.config.scale}-{fmt}-{precision}"
-        if bundle is not None:  # a directory: classifier + subnets + manifest
-            bundle.export_bundle(prepared, fmt, precision, path, force=True)
-        else:
+        path = scratch / f"{family.name}-x{prepared.config.scale}-{fmt}-{precision}"
+        if deployable.single:
             path = path.with_suffix(f".{fmt}")
-            export_verified(prepared, fmt, precision, path, force=True)
-        graphs[f"{fmt}-{precision}"] = open_model_file(path)
+        graphs[f"{fmt}-{precision}"] = open_model(export(prepared, fmt, precision, path, force=True).path)
     return graphs
 
 
@@ -77,7 +72,7 @@ def measure(models=SHIPPED) -> dict:
 
 def to_markdown(result: dict) -> str:
     """The README table: one row per model and graph, with the loss vs the model's first graph
-    (the training graph; ClassSR: the routed PyTorch bundle)."""
+    (the training graph)."""
     lines = ["| model | graph | PSNR-Y dB | SSIM-Y | PSNR-RGB dB | bicubic PSNR-Y | gain over bicubic | vs first graph |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     first: dict[tuple, float] = {}

@@ -23,7 +23,7 @@ import torch
 from edgesr.atomic import write_bytes_atomic
 from edgesr.images import calibration_crops, verification_inputs
 from edgesr.families.smsr.model import hard_spatial_mask
-from edgesr.pipeline import prepare
+from edgesr.model import prepare
 from edgesr.check import DEFAULT_SIZES, check_output
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -34,7 +34,7 @@ from edgesr.atomic import write_bytes_atomic
 from edgesr.images import photo_crop
 from edgesr.families.smsr.model import SMSR, parse_variant
 from edgesr.families.smsr.sparse import SMSRSparse, sparse_macs_saved_per_pixel
-from edgesr.pipeline import prepare
+from edgesr.model import prepare
 from edgesr.profile import macs_per_lr_pixel
 from edgesr.check import check_output
 

@@ -23,7 +23,7 @@ from edgesr.bench import report as reports
 from edgesr.bench.host import host_device, plan_cases, run_bench
 from benchmarks.publish import refresh_readme
 from edgesr.atomic import write_bytes_atomic
-from edgesr.pipeline import prepare
+from edgesr.model import prepare
 from edgesr.profile import count_macs, macs_per_lr_pixel
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgesr.error_model import LAMBDA, FP32_U, Modelled
+from edgesr.error_model import FP32_U, LAMBDA, Modelled
 from edgesr.metrics import ErrorStats, compare
 
 if TYPE_CHECKING:

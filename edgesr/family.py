@@ -149,6 +149,9 @@ class Family(ABC):
         """The deployable's whole-image inference over runtime graphs of its parts."""
         return graphs["deploy"]
 
+    def check_bundle(self, deployable_params: dict, io: IOSpec, graphs: Mapping[str, Graph]) -> None:
+        """Refuse (UserError) a bundle whose manifest params do not fit its graphs; one graph: nothing to check."""
+
     def reference(self, train: nn.Module, deployable: Deployable) -> Graph:
         """What exported files are checked against: the training graph on whole images."""
         from edgesr.runners import TorchGraph

@@ -53,6 +53,21 @@ class Prepared:
                 f"initialised weights ({self.weights}). Everything is verified, but this model does not super-resolve.")
 
     @property
+    def deploy(self) -> nn.Module:
+        """The deploy graph of a one-graph deployable."""
+        if not self.deployable.single:
+            raise ValueError(f"{self.label} deploys as several graphs: see .deployable.graphs")
+        return self.deployable.graphs["deploy"].module
+
+    @classmethod
+    def of(cls, train: nn.Module, family: str | Family, weights: str = "given weights",
+           pretrained: bool = True) -> Prepared:
+        """A training graph you hold (trained in a notebook, say), ready to export."""
+        family = get_family(family) if isinstance(family, str) else family
+        train.eval()
+        return cls(family, train.config, train, family.deployable(train), weights, pretrained)
+
+    @property
     def reference_name(self) -> str:
         """What exported files are checked against: the training graph when we have it."""
         return "train" if self.train is not None else "deploy"

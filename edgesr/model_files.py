@@ -97,4 +97,9 @@ def open_model(path: Path, threads: int | None = None, spin: bool = True) -> Loa
               for entry in manifest["graphs"]}
     for entry in manifest["graphs"]:
         _probe(graphs[entry["name"]], entry["name"], entry, io, path)
-    return LoadedModel(path, manifest, family.glue(manifest["params"], io, graphs), graphs, family)
+    try:
+        family.check_bundle(manifest["params"], io, graphs)
+        runner = family.glue(manifest["params"], io, graphs)
+    except UserError as exc:
+        raise UserError(f"bundle {path}: {exc}") from None
+    return LoadedModel(path, manifest, runner, graphs, family)

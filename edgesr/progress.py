@@ -12,11 +12,18 @@ class Progress:
     """Call with a message for a step; `bar(done, total, text)` for a loop."""
 
     def __init__(self, stream: TextIO | None = None, width: int = 28):
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+        self._stream = stream
         self.width = width
         self._open_bar = False
         self._last_logged = 0.0
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stderr  # looked up per call: whoever redirected stderr meanwhile gets it
+
+    @property
+    def tty(self) -> bool:
+        return self.stream.isatty()
 
     def _line(self, text: str) -> None:
         if self._open_bar:

@@ -208,7 +208,7 @@ def run_training(request: TrainRequest, progress: Callable[[str], None] = lambda
         if request.resume:
             if checkpoint.metadata.get("stage") != stage:
                 raise UserError(f"{request.output} was saved in training stage {checkpoint.metadata.get('stage')}, "
-                                f"not {stage}: resume it in its own stage")
+                                f"not {stage}: resume it in stage {checkpoint.metadata.get('stage')}")
             resume_state = torch.load(request.output, map_location="cpu", weights_only=True).get("train_state")
             if resume_state is None:
                 raise UserError(f"{request.output} is a finished run ({checkpoint.metadata.get('iterations')} "

@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from edgesr.families.ecbsr.model import ECBSR, ECBSRConfig
-from edgesr.pipeline import PreparedModel
-from edgesr.registry import get_model
+from edgesr.family import get_family
+from edgesr.model import Prepared
 
 
 def _trained_like(config: ECBSRConfig, seed: int = 0) -> ECBSR:
@@ -21,18 +21,18 @@ def _trained_like(config: ECBSRConfig, seed: int = 0) -> ECBSR:
     return model.eval()
 
 
-def prepared_ecbsr(config: ECBSRConfig) -> PreparedModel:
+def prepared_ecbsr(config: ECBSRConfig) -> Prepared:
     train = _trained_like(config)
-    return PreparedModel(get_model("ecbsr"), config, train, train.reparameterize(), "test weights", True)
+    return Prepared.of(train, "ecbsr", "test weights")
 
 
 @pytest.fixture(scope="session")
-def tiny_y() -> PreparedModel:
+def tiny_y() -> Prepared:
     return prepared_ecbsr(ECBSRConfig(2, 8, 3))
 
 
 @pytest.fixture(scope="session")
-def tiny_rgb() -> PreparedModel:
+def tiny_rgb() -> Prepared:
     return prepared_ecbsr(ECBSRConfig(1, 8, 2, colors=3, pixel_range=1.0))
 
 

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from loopback.loopback_device import AdbServer, LoopbackDevice
+
 from edgesr.cli import main
 
 STANDIN = Path(__file__).resolve().parent / "loopback" / "standin_benchmark_model.py"

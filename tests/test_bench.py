@@ -7,7 +7,7 @@ import pytest
 
 from edgesr.bench import report as reports
 from edgesr.bench.cpu import detect_cpu
-from edgesr.bench.host import parse_shape, plan_cases
+from edgesr.bench.host import model_target, parse_shape, plan_cases
 from edgesr.bench.stats import percentile, summarize
 from edgesr.cli import main
 from edgesr.errors import UserError
@@ -55,17 +55,18 @@ def test_parse_shape():
 
 
 def test_plan_cases_and_refusals(tiny_y):
-    cases = plan_cases(tiny_y, ["torch", "tflite"], ["fp32", "int8"], ["8x8", "9x7"], [1, 2])
+    target = model_target(tiny_y)
+    cases = plan_cases(target, ["torch", "tflite"], ["fp32", "int8"], ["8x8", "9x7"], [1, 2])
     assert len(cases) == 2 * 2 * (1 + 2)
     assert all(c.precision == "fp32" for c in cases if c.runtime == "torch")
     with pytest.raises(UserError, match="unknown runtime"):
-        plan_cases(tiny_y, ["tensorrt"], ["fp32"], ["8x8"], [1])
+        plan_cases(target, ["tensorrt"], ["fp32"], ["8x8"], [1])
     with pytest.raises(UserError, match="onnxruntime runs fp32 only"):
-        plan_cases(tiny_y, ["onnxruntime"], ["int8"], ["8x8"], [1])
+        plan_cases(target, ["onnxruntime"], ["int8"], ["8x8"], [1])
     with pytest.raises(UserError, match="threads"):
-        plan_cases(tiny_y, ["torch"], ["fp32"], ["8x8"], [0])
+        plan_cases(target, ["torch"], ["fp32"], ["8x8"], [0])
     with pytest.raises(UserError, match="GiB"):
-        plan_cases(tiny_y, ["torch"], ["fp32"], ["200000x200000"], [1])
+        plan_cases(target, ["torch"], ["fp32"], ["200000x200000"], [1])
 
 
 def _case(runtime: str, median: float) -> dict:

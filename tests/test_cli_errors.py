@@ -174,7 +174,7 @@ def test_zero_scale_is_refused(work, capsys):
 def test_checkpoint_not_found(work, capsys):
     before = snapshot(work)
     code, _, err = run_cli(["export", *TINY, "--weights", "missing.pt", "-o", "m.tflite"], capsys)
-    assert_user_error(code, err, "missing.pt", "not found", "--weights")
+    assert_user_error(code, err, "missing.pt", "not found", "weights")
     assert_nothing_written(work, before)
 
 
@@ -282,7 +282,7 @@ def test_checkpoint_scale_differs_from_flag(work, capsys, tiny_ckpt):
     before = snapshot(work)
     code, _, err = run_cli(["export", "--variant", "M1C4", "--scale", "3", "--weights", str(tiny_ckpt),
                             "-o", "m.tflite"], capsys)
-    assert_user_error(code, err, "x2", "--scale 3", str(tiny_ckpt))
+    assert_user_error(code, err, "x2", "scale 3", str(tiny_ckpt))
     assert_nothing_written(work, before)
 
 
@@ -290,7 +290,7 @@ def test_checkpoint_variant_differs_from_flag(work, capsys, tiny_ckpt):
     before = snapshot(work)
     code, _, err = run_cli(["export", "--variant", "M2C4", "--scale", "2", "--weights", str(tiny_ckpt),
                             "-o", "m.tflite"], capsys)
-    assert_user_error(code, err, "M1C4", "--variant M2C4")
+    assert_user_error(code, err, "M1C4", "variant M2C4")
     assert_nothing_written(work, before)
 
 

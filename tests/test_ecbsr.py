@@ -4,12 +4,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from edgesr.check import check_output
 from edgesr.checkpoints import load_strict, read_checkpoint, save_checkpoint
 from edgesr.errors import UserError
-from edgesr.families.ecbsr.model import (ECBSR, ECBSRConfig, ECBSRPlain, config_from_state_dict,
-                                 is_deploy_state_dict, parse_variant)
-from edgesr.pipeline import prepare
-from edgesr.check import check_output
+from edgesr.families.ecbsr.model import (
+    ECBSR,
+    ECBSRConfig,
+    ECBSRPlain,
+    config_from_state_dict,
+    is_deploy_state_dict,
+    parse_variant,
+)
+from edgesr.model import RandomWeightsWarning, prepare
 
 OFFICIAL_BLOCK_KEYS = {
     "conv3x3.weight", "conv3x3.bias",
@@ -149,7 +155,7 @@ def test_deploy_checkpoint_round_trip(tmp_path):
     reloaded = ECBSRPlain(config)
     load_strict(reloaded, ckpt.state_dict, "ecbsr")
     prepared = prepare("ecbsr", weights=path)
-    assert prepared.train is None and prepared.reference[0] == "deploy"
+    assert prepared.train is None and prepared.reference_name == "deploy"
     x = torch.rand(1, 1, 9, 7)
     with torch.no_grad():
         assert torch.equal(reloaded.eval()(x), deploy(x))
@@ -172,9 +178,10 @@ def test_official_and_basicsr_checkpoints_load_strict(tmp_path, wrapper):
 
 
 def test_random_init_default_is_announced_and_reproducible():
-    a = prepare("ecbsr", "M1C4", 2)
-    assert "NOTICE" in a.notice and "does not super-resolve" in a.notice
-    b = prepare("ecbsr", "M1C4", 2)
+    with pytest.warns(RandomWeightsWarning, match="does not super-resolve"):
+        a = prepare("ecbsr", "M1C4", 2)
+    with pytest.warns(RandomWeightsWarning):
+        b = prepare("ecbsr", "M1C4", 2)
     assert not a.pretrained
     for (ka, va), (kb, vb) in zip(a.train.state_dict().items(), b.train.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)

@@ -11,11 +11,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from edgesr.error_model import LAMBDA, UnsupportedOp, at_precision, modelled
-from edgesr.images import verification_inputs
-from edgesr.pipeline import PreparedModel, prepare
 from edgesr.check import check_output
-from edgesr.export import pipeline
+from edgesr.error_model import LAMBDA, UnsupportedOp, at_precision, modelled
+from edgesr.export import exporter
+from edgesr.images import verification_inputs
+from edgesr.model import Prepared, prepare
 
 SIZES = [(24, 24), (17, 29)]
 FAMILIES = {"ecbsr": "M4C16", "splitsr": "A0.25-G2B2-H1-C16", "smsr": "C16-K2"}
@@ -100,7 +100,7 @@ def _bound(prepared, x: np.ndarray, precision: str) -> np.ndarray:
 
 
 def _middle_conv(prepared) -> nn.Conv2d:
-    return dict(prepared.deploy.named_modules())[MIDDLE[prepared.spec.name]]
+    return dict(prepared.deploy.named_modules())[MIDDLE[prepared.family.name]]
 
 
 def _largest_weight(layer: nn.Conv2d) -> tuple[int, ...]:
@@ -183,8 +183,8 @@ def test_int8_file_within_its_model_and_a_perturbed_file_fails(tmp_path):
     on noise; an int8 file converted from weights moved by 1.5 quanta of the int8 bound fails."""
     prepared = _prepared("ecbsr")
     path = tmp_path / "ok.tflite"
-    pipeline.write_model_file(prepared, "tflite", "int8", path)
-    check = pipeline.parity_check(prepared, path, "int8", "tflite-int8")
+    exporter.write_graph(prepared, "deploy", "tflite", "int8", path)
+    check = exporter.parity(prepared, path, "int8")
     assert check.passed and check.stats.max_abs > 50  # noise saturates int8 ranges, the model knows it
     _, x = _inputs(prepared)[1]
     layer = _middle_conv(prepared)
@@ -200,11 +200,11 @@ def test_int8_file_within_its_model_and_a_perturbed_file_fails(tmp_path):
         with torch.no_grad():
             layer.weight[0, 0, 1, 1] += 1.5 * quantum
         bad = tmp_path / "bad.tflite"
-        pipeline.write_model_file(prepared, "tflite", "int8", bad)
+        exporter.write_graph(prepared, "deploy", "tflite", "int8", bad)
     finally:
         with torch.no_grad():
             layer.weight.copy_(original)
-    assert not pipeline.parity_check(prepared, bad, "int8", "tflite-int8").passed
+    assert not exporter.parity(prepared, bad, "int8").passed
 
 
 def test_bounds_scale_with_the_outputs_smsr_at_the_official_checkpoints_range(tmp_path):
@@ -214,13 +214,13 @@ def test_bounds_scale_with_the_outputs_smsr_at_the_official_checkpoints_range(tm
     with torch.no_grad():
         for conv in (base.train.tail[0], base.train.collect[2]):
             conv.weight.mul_(40.0)
-    prepared = PreparedModel(base.spec, base.config, base.train, base.train.reparameterize(), "scaled", False)
+    prepared = Prepared.of(base.train, "smsr", "scaled")
     _, x = _inputs(prepared)[1]
     out = _run(prepared.train, x)
     assert out.min() < -150 and out.max() > 400, (out.min(), out.max())
     path = tmp_path / "m.tflite"
-    pipeline.write_model_file(prepared, "tflite", "fp32", path)
-    assert pipeline.parity_check(prepared, path, "fp32", "tflite-fp32").passed
+    exporter.write_graph(prepared, "deploy", "tflite", "fp32", path)
+    assert exporter.parity(prepared, path, "fp32").passed
 
 
 class _Gate(nn.Module):

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from loopback.loopback_device import ADB_BINARY, AdbServer, LoopbackDevice
 
 pytestmark = pytest.mark.skipif(not Path(ADB_BINARY).is_file(), reason="needs the adb client (apt install adb)")

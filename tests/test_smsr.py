@@ -10,22 +10,34 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from edgesr.check import check_output
 from edgesr.checkpoints import read_checkpoint
 from edgesr.cli import main as cli_main
 from edgesr.data import PairSet
 from edgesr.errors import UserError
-from edgesr.images import photo_crop
-from edgesr.families.smsr.model import (SMSR, LAYERS, SMSRConfig, bicubic_kernel, bicubic_phases, bicubic_upsample,
-                                config_from_state_dict, dense_first_order, hard_spatial_mask, is_deploy_state_dict,
-                                parse_variant, split_kernel)
+from edgesr.export import exporter
+from edgesr.export.inspect import op_counts
+from edgesr.families.smsr.model import (
+    LAYERS,
+    SMSR,
+    SMSRConfig,
+    bicubic_kernel,
+    bicubic_phases,
+    bicubic_upsample,
+    config_from_state_dict,
+    dense_first_order,
+    hard_spatial_mask,
+    is_deploy_state_dict,
+    parse_variant,
+    split_kernel,
+)
 from edgesr.families.smsr.sparse import SMSRSparse, sparse_macs_saved_per_pixel
-from edgesr.pipeline import PreparedModel, prepare
+from edgesr.family import get_family
+from edgesr.images import photo_crop
+from edgesr.model import Prepared, prepare
+from edgesr.model_files import open_model
 from edgesr.profile import macs_per_lr_pixel
-from edgesr.registry import get_model
-from edgesr.runners import open_model_file
 from edgesr.train import TrainSettings, train
-from edgesr.check import check_output
-from edgesr.export import pipeline
 
 TIGHT = 1e-4  # train (hard masks) vs deploy vs sparse on 0..255: float32 re-association only
 TINY = "C8-K2"
@@ -109,9 +121,10 @@ def test_authors_checkpoint_loads_strict_through_prepare(tmp_path, legacy):
     assert _err(prepared.deploy, model, x) <= TIGHT
 
 
-def test_restricted_unpickler_loads_tensors_and_refuses_code(tmp_path):
-    from edgesr.legacy_pickle import load_restricted
-
+def test_weights_only_loading_reads_legacy_files_and_refuses_code(tmp_path):
+    """The authors' SMSR checkpoints are in PyTorch's legacy (pre-zip) format: torch.load with
+    weights_only=True reads it (tensors, Parameters, OrderedDict) and refuses any other global
+    in either format, before anything runs; no restricted unpickler of our own is needed."""
     marker = tmp_path / "pwned"
 
     class Payload:
@@ -119,15 +132,13 @@ def test_restricted_unpickler_loads_tensors_and_refuses_code(tmp_path):
             return (os.system, (f"touch {marker}",))
 
     sd = collections.OrderedDict(w=torch.nn.Parameter(torch.ones(2, 2)), b=torch.arange(3))
-    torch.save(sd, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
-    loaded = load_restricted(tmp_path / "legacy.pt")
-    assert isinstance(loaded, collections.OrderedDict) and torch.equal(loaded["b"], torch.arange(3))
+    torch.save({"state_dict": sd}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    loaded = read_checkpoint(tmp_path / "legacy.pt").state_dict
+    assert torch.equal(loaded["b"], torch.arange(3)) and torch.equal(loaded["w"], torch.ones(2, 2))
     for legacy in (True, False):
         path = tmp_path / f"evil-{legacy}.pt"
         torch.save({"body.0.body.ch_mask": Payload()}, path, _use_new_zipfile_serialization=not legacy)
-        with pytest.raises(Exception, match="refused global"):
-            load_restricted(path)
-        with pytest.raises(UserError, match="cannot read checkpoint"):
+        with pytest.raises(UserError, match="refused, it references code"):
             read_checkpoint(path)
     assert not marker.exists()
 
@@ -141,7 +152,7 @@ def test_config_inference_round_trip(variant, scale):
 
 
 def test_bad_variants_and_layouts_are_refused():
-    assert parse_variant("c64-k5", 2).variant == "C64-K5" and get_model("smsr").config(None, None) == SMSRConfig()
+    assert parse_variant("c64-k5", 2).variant == "C64-K5" and get_family("smsr").config(None, None) == SMSRConfig()
     for bad, message in [("C64", "unknown smsr variant"), ("C10-K2", "multiple of 4"), ("C8-K0", "K >= 1")]:
         with pytest.raises(UserError, match=message):
             parse_variant(bad, 2)
@@ -163,9 +174,9 @@ def test_bad_variants_and_layouts_are_refused():
 def test_checkpoint_of_another_scale_or_width_is_an_error(tmp_path, capsys):
     path = tmp_path / "x3.pth"
     torch.save(_model(TINY, 3).state_dict(), path)
-    with pytest.raises(UserError, match="x3 smsr model but --scale 2"):
+    with pytest.raises(UserError, match="x3 smsr model but scale 2"):
         prepare("smsr", scale=2, weights=path)
-    with pytest.raises(UserError, match="--variant C16-K2"):
+    with pytest.raises(UserError, match="variant C16-K2 was asked for"):
         prepare("smsr", "C16-K2", weights=path)
     sd = _model(TINY, 3).state_dict()
     sd["body.1.body.body.2.weight"] = torch.zeros(8, 16, 3, 3)  # a layer of the wrong channel count
@@ -319,7 +330,7 @@ def test_a_few_training_iterations_run_through_the_trainer(tmp_path):
     before = model.body[0].body.ch_mask.detach().clone()
     settings = TrainSettings(iters=3, batch=2, lr_patch=8, lr=1e-3, seed=0, save_every=1000, log_every=1)
     logs = []
-    train(model, "smsr", model.config, pairs, settings, tmp_path / "m.pt", log=logs.append)
+    train(model, get_family("smsr"), model.config, pairs, settings, tmp_path / "m.pt", log=logs.append)
     assert len(logs) == 3 and not torch.equal(model.body[0].body.ch_mask, before)
     assert prepare("smsr", weights=tmp_path / "m.pt").config == model.config
 
@@ -327,10 +338,9 @@ def test_a_few_training_iterations_run_through_the_trainer(tmp_path):
 # --- ONNX / TFLite ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny_prepared() -> PreparedModel:
+def tiny_prepared() -> Prepared:
     train_graph = _model(TINY, 3)
-    return PreparedModel(get_model("smsr"), train_graph.config, train_graph, train_graph.reparameterize(),
-                         "test weights", True)
+    return Prepared.of(train_graph, "smsr", "test weights")
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
@@ -338,9 +348,9 @@ def test_exported_dense_masked_graph_runs_on_inputs_with_other_masks(fmt, tiny_p
     """Masks are computed in-graph: two sizes (one odd) and two images with different masks
     run through the same file; nothing about the pixel count is baked in."""
     path = tmp_path / f"m.{fmt}"
-    pipeline.write_model_file(tiny_prepared, fmt, "fp32", path)
-    ops = pipeline.op_counts(path, fmt)
-    graph = open_model_file(path)
+    exporter.write_graph(tiny_prepared, "deploy", fmt, "fp32", path)
+    ops = op_counts(path)
+    graph = open_model(path)
     train_graph, deploy = tiny_prepared.train, tiny_prepared.deploy
     inputs = [_photo(24, 32, 0), _rgb(24, 32, 1), _rgb(13, 19, 2)]
     densities = []

@@ -7,18 +7,27 @@ import onnx
 import pytest
 import torch
 
+from edgesr.check import check_output
 from edgesr.checkpoints import load_strict, save_checkpoint
 from edgesr.cli import main as cli_main
 from edgesr.errors import UserError
-from edgesr.families.splitsr.model import (RGB_MEAN, SplitSR, SplitSRBlock, SplitSRConfig, SplitSRPlain,
-                                   config_from_state_dict, is_deploy_state_dict, parse_variant)
-from edgesr.pipeline import PreparedModel, prepare
-from edgesr.profile import count_params
-from edgesr.registry import get_model
-from edgesr.check import check_output
-from edgesr.export import pipeline
+from edgesr.export import exporter
+from edgesr.export.inspect import op_counts
 from edgesr.export.onnx import onnx_op_counts
 from edgesr.export.tflite import tflite_op_counts, tflite_weight_dtypes
+from edgesr.families.splitsr.model import (
+    RGB_MEAN,
+    SplitSR,
+    SplitSRBlock,
+    SplitSRConfig,
+    SplitSRPlain,
+    config_from_state_dict,
+    is_deploy_state_dict,
+    parse_variant,
+)
+from edgesr.family import get_family
+from edgesr.model import Prepared, prepare
+from edgesr.profile import count_params
 
 SIZES = [(16, 16), (13, 7), (5, 11), (1, 1)]
 TINY = "A0.25-G2B2-H1-C8"  # one split group, one RCAN group, a = 2 of 8 channels
@@ -118,7 +127,7 @@ def test_config_inference_refuses_other_layouts():
 def test_variant_parsing_and_validation():
     assert parse_variant("a0.250-g6b6-h3-c64", 4).variant == "A0.25-G6B6-H3-C64"
     assert parse_variant("A.5-G2B2-H1-C16", 2).active_channels == 8
-    assert get_model("splitsr").config(None, None) == SplitSRConfig()
+    assert get_family("splitsr").config(None, None) == SplitSRConfig()
     for bad, message in [("G6B6", "unknown splitsr variant"), ("A0.3-G2B2-H1-C16", "whole number"),
                          ("A0.25-G2B2-H3-C16", "hybrid index 3"), ("A1.5-G2B2-H1-C16", "alpha 1.5"),
                          ("A0-G2B2-H1-C16", "alpha 0")]:
@@ -220,25 +229,25 @@ def test_checkpoints_of_both_layouts_reload_through_prepare(tmp_path):
         prepared = prepare("splitsr", weights=tmp_path / name)
         assert prepared.config == model.config and (prepared.train is None) == (name == "deploy.pt")
         assert _err(prepared.deploy, deploy, x) == 0
-    with pytest.raises(UserError, match="--variant"):
+    with pytest.raises(UserError, match="variant A0.5-G2B2-H1-C8 was asked for"):
         prepare("splitsr", "A0.5-G2B2-H1-C8", weights=tmp_path / "raw.pth")
 
 
 # --- ONNX and TFLite -----------------------------------------------------------------------
 
-def _prepared(scale: int) -> PreparedModel:
+def _prepared(scale: int) -> Prepared:
     train = _model(TINY, scale)
-    return PreparedModel(get_model("splitsr"), train.config, train, train.reparameterize(), "test weights", True)
+    return Prepared.of(train, "splitsr", "test weights")
 
 
-def _file_passes(prepared: PreparedModel, path) -> bool:
-    return pipeline.parity_check(prepared, path, "fp32", "file").passed
+def _file_passes(prepared: Prepared, path) -> bool:
+    return exporter.parity(prepared, path, "fp32").passed
 
 
 def test_onnx_export_is_dynamic_native_and_exact(tmp_path):
     prepared = _prepared(4)
     path = tmp_path / "m.onnx"
-    pipeline.write_model_file(prepared, "onnx", "fp32", path)
+    exporter.write_graph(prepared, "deploy", "onnx", "fp32", path)
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     dims = model.graph.input[0].type.tensor_type.shape.dim
@@ -253,7 +262,7 @@ def test_onnx_export_is_dynamic_native_and_exact(tmp_path):
 def test_tflite_fp32_uses_split_concat_no_transpose_and_is_exact(scale, tmp_path):
     prepared = _prepared(scale)
     path = tmp_path / "m.tflite"
-    pipeline.write_model_file(prepared, "tflite", "fp32", path)
+    exporter.write_graph(prepared, "deploy", "tflite", "fp32", path)
     ops = tflite_op_counts(path)
     assert "TRANSPOSE" not in ops and "DEQUANTIZE" not in ops
     assert ops["CONCATENATION"] == 2  # one per split block, nothing else concatenates

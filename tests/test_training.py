@@ -12,10 +12,10 @@ from edgesr.cli import main
 from edgesr.data import load_pairs, load_rgb
 from edgesr.errors import ToolError, UserError
 from edgesr.evaluate import evaluate_folder, mean_scores, psnr
-from edgesr.images import rgb_to_ycbcr, ycbcr_to_rgb
 from edgesr.families.ecbsr.model import ECBSR, ECBSRConfig
-from edgesr.pipeline import PreparedModel
-from edgesr.registry import get_model
+from edgesr.family import get_family
+from edgesr.images import rgb_to_ycbcr, ycbcr_to_rgb
+from edgesr.model import Prepared
 from edgesr.resize import imresize
 from edgesr.runners import TorchGraph
 from edgesr.train import TrainSettings, train
@@ -72,11 +72,11 @@ def test_corrupt_and_small_images_are_skipped_and_counted(hr_folder, tmp_path, c
         load_pairs(tmp_path / "empty", 2, 1)
 
 
-def _prepared(seed=0) -> PreparedModel:
+def _prepared(seed=0) -> Prepared:
     torch.manual_seed(seed)
     config = ECBSRConfig(1, 4, 2, pixel_range=255.0)
     model = ECBSR(config)
-    return PreparedModel(get_model("ecbsr"), config, model, model, "test", True)
+    return Prepared.of(model, "ecbsr", "test")
 
 
 def test_training_is_deterministic_and_lowers_the_loss(hr_folder, tmp_path):
@@ -84,8 +84,8 @@ def test_training_is_deterministic_and_lowers_the_loss(hr_folder, tmp_path):
     settings = TrainSettings(iters=30, batch=4, lr_patch=8, lr=2e-3, seed=3, save_every=1000, log_every=10)
     logs = []
     first, second = _prepared(), _prepared()
-    train(first.train, "ecbsr", first.config, pairs, settings, tmp_path / "a.pt", log=logs.append)
-    train(second.train, "ecbsr", second.config, pairs, settings, tmp_path / "b.pt", log=lambda _: None)
+    train(first.train, get_family("ecbsr"), first.config, pairs, settings, tmp_path / "a.pt", log=logs.append)
+    train(second.train, get_family("ecbsr"), second.config, pairs, settings, tmp_path / "b.pt", log=lambda _: None)
     for (k, a), (_, b) in zip(first.train.state_dict().items(), second.train.state_dict().items()):
         assert torch.equal(a, b), k
     losses = [float(line.split("loss ")[1].split()[0]) for line in logs if "loss " in line]
@@ -114,7 +114,7 @@ def test_nan_loss_stops_with_a_clear_message(hr_folder, tmp_path):
     settings = TrainSettings(iters=5, batch=2, lr_patch=8, lr=1e-3)
     with pytest.raises(ToolError, match="loss became nan at iteration 1"):
         model = _prepared()
-        train(model.train, "ecbsr", model.config, pairs, settings, tmp_path / "x.pt", log=lambda _: None)
+        train(model.train, get_family("ecbsr"), model.config, pairs, settings, tmp_path / "x.pt", log=lambda _: None)
 
 
 class _Bicubic:
@@ -134,16 +134,14 @@ def test_eval_protocol_against_a_bicubic_graph(hr_folder):
 
 
 def test_eval_of_exported_tflite_matches_pytorch_within_0_01_db(hr_folder, tmp_path):
-    from edgesr.export.pipeline import write_model_file
-    from edgesr.runners import open_model_file
+    from edgesr.export.exporter import write_graph
+    from edgesr.model_files import open_model
 
     prepared = _prepared()
-    prepared = PreparedModel(prepared.spec, prepared.config, prepared.train, prepared.train.reparameterize(),
-                             "test", True)
     path = tmp_path / "m.tflite"
-    write_model_file(prepared, "tflite", "fp32", path)
+    write_graph(prepared, "deploy", "tflite", "fp32", path)
     torch_mean = mean_scores(evaluate_folder(TorchGraph(prepared.deploy), hr_folder, 2, 1, 255.0).images)
-    tflite_mean = mean_scores(evaluate_folder(open_model_file(path), hr_folder, 2, 1, 255.0).images)
+    tflite_mean = mean_scores(evaluate_folder(open_model(path), hr_folder, 2, 1, 255.0).images)
     assert abs(torch_mean["psnr_y"] - tflite_mean["psnr_y"]) < 0.01
 
 
@@ -183,10 +181,10 @@ def test_eval_cli_json(hr_folder, tmp_path, capsys):
 
 @pytest.mark.parametrize("scale", [2, 4])
 def test_shipped_checkpoint_beats_bicubic_on_held_out_photos_and_tflite_reproduces_it(tmp_path, scale):
+    from edgesr.export.exporter import export
     from edgesr.images import write_heldout_photos
-    from edgesr.pipeline import prepare
-    from edgesr.export.pipeline import export_verified
-    from edgesr.runners import open_model_file
+    from edgesr.model import prepare
+    from edgesr.model_files import open_model
 
     prepared = prepare("ecbsr", "M4C16", scale)
     assert prepared.pretrained and prepared.notice is None, "the built-in checkpoint must ship"
@@ -197,19 +195,19 @@ def test_shipped_checkpoint_beats_bicubic_on_held_out_photos_and_tflite_reproduc
             path.rename(folder / path.name)
     deploy = mean_scores(evaluate_folder(TorchGraph(prepared.deploy), folder, scale, 1, 255.0).images)
     assert deploy["psnr_y"] > deploy["bicubic_psnr_y"] + 0.3
-    report = export_verified(prepared, "tflite", "fp32", tmp_path / "m.tflite")
-    tflite = mean_scores(evaluate_folder(open_model_file(report.path), folder, scale, 1, 255.0).images)
+    report = export(prepared, "tflite", "fp32", tmp_path / "m.tflite")
+    tflite = mean_scores(evaluate_folder(open_model(report.path), folder, scale, 1, 255.0).images)
     assert abs(tflite["psnr_y"] - deploy["psnr_y"]) < 0.01
 
 
 @pytest.mark.parametrize("scale", [2, 4])
 def test_shipped_checkpoints_export_at_every_precision_within_bounds(tmp_path, scale):
     """Trained weights carry larger activations than fresh ones: fp16 and int8 files of the
-    shipped checkpoints must still pass their parity checks (export_verified raises otherwise)."""
-    from edgesr.pipeline import prepare
-    from edgesr.export.pipeline import export_verified
+    shipped checkpoints must still pass their parity checks (export raises otherwise)."""
+    from edgesr.export.exporter import export
+    from edgesr.model import prepare
 
     prepared = prepare("ecbsr", "M4C16", scale)
     for precision in ("fp16", "int8"):
-        report = export_verified(prepared, "tflite", precision, tmp_path / f"{precision}.tflite")
+        report = export(prepared, "tflite", precision, tmp_path / f"{precision}.tflite")
         assert report.parity.passed and report.path.is_file()

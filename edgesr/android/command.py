@@ -13,12 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesr import metadata
 from edgesr.android.adb import Adb
-from edgesr.android.bench import (DELEGATES, DeviceCase, DeviceSettings, check_binary, device_case_record,
-                                  run_device_bench)
+from edgesr.android.bench import (
+    DELEGATES,
+    DeviceCase,
+    DeviceSettings,
+    check_binary,
+    device_case_record,
+    run_device_bench,
+)
 from edgesr.bench import report as reports
 from edgesr.bench.host import parse_shape
-from edgesr import metadata
 from edgesr.errors import UserError
 from edgesr.family import IOSpec
 from edgesr.images import PHOTOS, photo_crop
@@ -137,16 +143,19 @@ def bench_on_device(adb: Adb, serial: str, prepare_model: Callable[[], Prepared]
     check_binary(settings.binary)
     with tempfile.TemporaryDirectory(prefix="edgesr-adb-") as tmp:
         models, model_facts = _models(prepare_model, given, precisions, Path(tmp), progress)
-        files, cases, loads = {}, [], {}
+        files, loads = {}, {}
+        shapes = []
         for precision, model in models.items():
             for name, path in _files(model).items():
                 files[(precision, name)] = path
             io = model.io or model.assumed_io
             for text in inputs:
                 shape = parse_shape(text, io.colors)
-                load = loads[(precision, shape)] = workload(model, shape)
-                cases += [DeviceCase(precision, d, t, s, graph) for graph, calls in load.items() for s in calls
-                          for t in threads for d in delegates]
+                shapes.append(shape)
+                loads[(precision, shape)] = workload(model, shape)
+        cases = [DeviceCase(precision, d, t, s, graph) for shape in dict.fromkeys(shapes) for t in threads
+                 for d in delegates for precision in models for graph, calls in loads[(precision, shape)].items()
+                 for s in calls]
         cases = list(dict.fromkeys(cases))
         macs = {key: (metadata.read(path) or {}).get("macs_per_pixel") for key, path in files.items()}
         facts, results = run_device_bench(adb, serial, files, cases, settings, progress)

@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
     interrupts.install()
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help, --version, or a one-line argument error already printed
+            return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
         return _run(args)
     finally:
         for signum, handler in previous.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgesr.cli.common import Parser, add_model_args, check_outputs, prepare, progress, say
+from edgesr.cli.common import Parser, add_model_args, at_least, check_outputs, prepare, progress, say
 from edgesr.errors import UserError
 
 HOST_RUNTIMES = ["torch-train", "torch", "onnxruntime", "tflite"]
@@ -125,10 +125,11 @@ def add(sub) -> None:
     bench.add_argument("--precision", nargs="+", help="fp32, fp16, int8 (fp16/int8: tflite only; default: fp32)")
     bench.add_argument("--input", nargs="+", default=["360x640"], metavar="SIZE",
                        help="LR input sizes, HxW or NxCxHxW (default: 360x640)")
-    bench.add_argument("--threads", nargs="+", type=int, default=[1], help="thread counts (default: 1)")
-    bench.add_argument("--warmup", type=int, default=5, help="untimed runs per case (default: 5)")
-    bench.add_argument("--runs", type=int, default=30, help="timed runs per case (default: 30)")
-    bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds the runs are split over (default: 3)")
+    bench.add_argument("--threads", nargs="+", type=at_least(1), default=[1], help="thread counts (default: 1)")
+    bench.add_argument("--warmup", type=at_least(0), default=5, help="untimed runs per case (default: 5)")
+    bench.add_argument("--runs", type=at_least(1), default=30, help="timed runs per case (default: 30)")
+    bench.add_argument("--rounds", type=at_least(1), default=3,
+                       help="interleaved rounds the runs are split over (default: 3)")
     bench.add_argument("--json", type=json_path, help="write the report as JSON ('-': stdout)")
     bench.add_argument("--csv", type=Path, help="write the report as CSV")
     bench.add_argument("--plot", type=Path, help="write a PNG plot (latency vs size; per model)")
@@ -140,7 +141,7 @@ def add(sub) -> None:
                         help="TFLite benchmark_model for the phone's ABI (see android_bench/README.md)")
     device.add_argument("--delegate", nargs="+", default=["xnnpack"], help="cpu, xnnpack, gpu, nnapi (default: xnnpack)")
     device.add_argument("--cores", default="big", help="big, little, all or a hex CPU mask (default: big)")
-    device.add_argument("--cooldown", type=int, default=5, help="seconds to idle before each run (default: 5)")
+    device.add_argument("--cooldown", type=at_least(0), default=5, help="seconds to idle before each run (default: 5)")
     device.add_argument("--max-temp", type=float, metavar="C",
                         help="wait (up to 300 s) until every thermal zone is at or below C before each run")
     device.add_argument("--benchmark-arg", action="append", default=[], metavar="FLAG",

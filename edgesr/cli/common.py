@@ -37,6 +37,34 @@ def size_list(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
+def at_least(low: int):
+    """An argparse type: an integer >= low."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is less than {low}")
+        return value
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number > 0")
+    return value
+
+
 def pixel_range(text: str) -> float:
     if text not in ("1", "255"):
         raise argparse.ArgumentTypeError("pixel range must be 1 (inputs in 0..1) or 255 (inputs in 0..255)")
@@ -99,17 +127,24 @@ def write_json(args: argparse.Namespace, payload: dict) -> None:
     say(args, f"wrote {args.json}")
 
 
-def prepare(args: argparse.Namespace):
-    """The model the options name, with a random-weights warning printed as one NOTICE line."""
-    from edgesr.model import RandomWeightsWarning, prepare as build
+def prepare(args: argparse.Namespace, announce_now: bool = True):
+    """The model the options name. Its random-weights warning becomes one NOTICE line, printed now
+    or, with announce_now=False, by announce() once the command has checked its other options."""
+    from edgesr.model import RandomWeightsWarning
+    from edgesr.model import prepare as build
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RandomWeightsWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
         prepared = build(args.model or DEFAULT_MODEL, args.variant, args.scale, args.weights, args.pixel_range)
-    for warning in caught:
-        if issubclass(warning.category, RandomWeightsWarning):
-            print(f"NOTICE: {warning.message}", file=sys.stderr)
+    if announce_now:
+        announce(prepared)
     return prepared
+
+
+def announce(prepared) -> None:
+    """Tell the user when the weights are seeded random ones (no checkpoint)."""
+    if prepared.notice:
+        print(f"NOTICE: {prepared.notice}", file=sys.stderr)
 
 
 def config_io(args: argparse.Namespace):

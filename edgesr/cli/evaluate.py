@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgesr.cli.common import Parser, add_json, add_model_args, check_outputs, open_exported, prepare, progress, say
-from edgesr.cli.common import write_json
+from edgesr.cli.common import (
+    Parser,
+    add_json,
+    add_model_args,
+    check_outputs,
+    open_exported,
+    prepare,
+    progress,
+    say,
+    write_json,
+)
 
 
 def print_report(args: argparse.Namespace, report, weights: str) -> None:

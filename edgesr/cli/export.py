@@ -5,16 +5,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgesr.cli.common import Parser, add_json, add_model_args, check_outputs, prepare, progress, say, write_json
+from edgesr.cli.common import (
+    Parser,
+    add_json,
+    add_model_args,
+    announce,
+    check_outputs,
+    prepare,
+    progress,
+    say,
+    write_json,
+)
 
 
 def run(args: argparse.Namespace) -> int:
     from edgesr.export.exporter import check_format, export, resolve_output
 
     check_outputs(args, args.json)
-    prepared = prepare(args)
+    prepared = prepare(args, announce_now=False)
     check_format(prepared, args.format, args.precision)
     out = resolve_output(prepared, args.format, args.precision, args.output, args.force)
+    announce(prepared)
     report = export(prepared, args.format, args.precision, out, args.force, progress)
     say(args, report.format())
     write_json(args, report.to_dict())

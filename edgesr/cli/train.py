@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgesr.cli.common import DEFAULT_MODEL, Parser, add_model_args, progress, say
+from edgesr.cli.common import DEFAULT_MODEL, Parser, add_model_args, at_least, positive_float, progress, say
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,12 +35,12 @@ def add(sub) -> None:
     add_model_args(parser)
     parser.add_argument("--data", type=Path, required=True, help="folder of HR training images")
     parser.add_argument("--val", help="folder (or 'skimage') to evaluate on after training")
-    parser.add_argument("--iters", type=int, required=True, help="training iterations")
-    parser.add_argument("--batch", type=int, help="batch size (default: the recipe's)")
-    parser.add_argument("--patch", type=int, help="LR patch size (default: the recipe's)")
-    parser.add_argument("--lr", type=float, help="Adam learning rate (default: the recipe's)")
+    parser.add_argument("--iters", type=at_least(1), required=True, help="training iterations")
+    parser.add_argument("--batch", type=at_least(1), help="batch size (default: the recipe's)")
+    parser.add_argument("--patch", type=at_least(4), help="LR patch size (default: the recipe's)")
+    parser.add_argument("--lr", type=positive_float, help="Adam learning rate (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0, help="seed for init, crops and order (default: 0)")
-    parser.add_argument("--save-every", type=int, default=500, help="checkpoint interval (default: 500)")
+    parser.add_argument("--save-every", type=at_least(1), default=500, help="checkpoint interval (default: 500)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write (atomically)")
     parser.add_argument("--stage", help="a staged recipe's stage (classsr: branches, then classifier with frozen "
                         "branches, then joint); start each later stage from the previous one with --weights")

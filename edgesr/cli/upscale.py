@@ -5,8 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgesr.cli.common import (Parser, add_json, add_model_args, check_outputs, open_exported, prepare, progress, say,
-                               write_json)
+from edgesr.cli.common import (
+    Parser,
+    add_json,
+    add_model_args,
+    at_least,
+    check_outputs,
+    open_exported,
+    prepare,
+    progress,
+    say,
+    write_json,
+)
 from edgesr.errors import UserError
 
 OUTPUT_FORMATS = {".png": ("PNG", {}), ".jpg": ("JPEG", {"quality": 95}), ".jpeg": ("JPEG", {"quality": 95}),
@@ -55,8 +65,9 @@ def add(sub) -> None:
                         help="output image: .png (lossless), .jpg, .webp (lossless), .bmp or .tif")
     add_model_args(parser)
     parser.add_argument("--model-file", type=Path, help="run this exported .onnx/.tflite file or bundle instead")
-    parser.add_argument("--tile", type=int, default=256, help="LR tile size (default: 256)")
-    parser.add_argument("--overlap", type=int, default=16, help="LR tile overlap (default: 16)")
+    parser.add_argument("--tile", type=at_least(16), default=256, help="LR tile size (default: 256)")
+    parser.add_argument("--overlap", type=at_least(0), default=16, help="LR tile overlap (default: 16; less than "
+                        "half a tile)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     add_json(parser, "a summary")
     parser.set_defaults(func=run)

@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgesr.cli.common import (Parser, add_json, add_model_args, check_outputs, prepare, progress, say, size_list,
-                               write_json)
+from edgesr.cli.common import (
+    Parser,
+    add_json,
+    add_model_args,
+    check_outputs,
+    prepare,
+    progress,
+    say,
+    size_list,
+    write_json,
+)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 

@@ -246,6 +246,18 @@ def model_checks(prepared: Prepared, loaded: LoadedModel, files: dict[str, Path]
     return check_pairs(runs, [Pair(ref_name, name, precision)], io.pixel_range)
 
 
+def parity(prepared: Prepared, path: Path, precision: str, sizes: list[tuple[int, int]] = PARITY_SIZES) -> Check:
+    """The whole-model check of an exported file or bundle already on disk."""
+    path = Path(path)
+    loaded = open_model(path)
+    if path.is_dir():
+        files = {entry["name"]: path / entry["file"] for entry in loaded.metadata["graphs"]}
+        fmt = loaded.metadata["runtime"]
+    else:
+        files, fmt = {"deploy": path}, path.suffix[1:]
+    return model_checks(prepared, loaded, files, fmt, precision, sizes)[0]
+
+
 def _entries(prepared: Prepared, files: dict[str, Path], precision: str) -> list[dict]:
     entries = []
     for name, spec in prepared.deployable.graphs.items():

@@ -10,9 +10,10 @@ import numpy as np
 import torch.nn as nn
 
 from edgesr.deployable import Deployable, GraphSpec
-from edgesr.family import Family, IOSpec, Recipe, register
+from edgesr.errors import UserError
 from edgesr.families.classsr import model as classsr
 from edgesr.families.classsr.routing import RoutedRunner, TileMacs, upscale_tiled
+from edgesr.family import Family, IOSpec, Recipe, register
 from edgesr.resources import Footprint
 from edgesr.runners import Graph
 from edgesr.tiling import Tiling
@@ -92,6 +93,21 @@ class ClassSRFamily(Family):
                         tuple(int(params["macs_per_tile"][n]) for n in names))
         return RoutedRunner(graphs["classifier"], [graphs[n] for n in names], params["classes"], _tiling(params),
                             io.scale, macs)
+
+    def check_bundle(self, params: dict, io: IOSpec, graphs: Mapping[str, Graph]) -> None:
+        """The tiling parses and every graph runs on its tile."""
+        try:
+            tiling = _tiling(params)
+            names = [f"net{k}" for k in range(1, len(params["classes"]) + 1)]
+            [int(params["macs_per_tile"][name]) for name in ("classifier", *names)]
+        except (KeyError, TypeError, ValueError, UserError) as exc:
+            raise UserError(f"its routing parameters are unreadable ({exc}); export it again") from None
+        tile = np.zeros((1, io.colors, tiling.tile, tiling.tile), dtype=np.float32)
+        try:
+            for name in ("classifier", *names):
+                graphs[name](tile)
+        except Exception:  # noqa: BLE001  (any runtime's error, a missing graph)
+            raise UserError(f"its graphs do not run on its {tiling.tile}x{tiling.tile} tile; export it again") from None
 
     def reference(self, train: nn.Module, deployable: Deployable) -> Graph:
         return HardRouted(train, _tiling(deployable.params))

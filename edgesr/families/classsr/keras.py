@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 import torch.nn as nn
 
-from edgesr.layout import depth_to_space_order, oihw_to_hwio
 from edgesr.families.classsr.model import FSRCNN, Classifier, MSRResNet
-from edgesr.nn.tf import keras, tf
 from edgesr.families.ecbsr.keras import DepthToSpace
+from edgesr.layout import depth_to_space_order, oihw_to_hwio
+from edgesr.nn.tf import keras, tf
 
 
 class SpatialMean(keras.layers.Layer):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgesr.layout import depth_to_space_order, oihw_to_hwio
 from edgesr.families.ecbsr.model import ECBSRPlain
+from edgesr.layout import depth_to_space_order, oihw_to_hwio
 from edgesr.nn.tf import keras, tf
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import torch.nn as nn
 
 from edgesr.deployable import Deployable, GraphSpec, single_graph
-from edgesr.family import Family, Recipe, register
 from edgesr.families.smsr import model as smsr
+from edgesr.family import Family, Recipe, register
 from edgesr.resources import Footprint
 
 

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from edgesr.layout import depth_to_space_order, oihw_to_hwio
-from edgesr.families.smsr.model import DeploySMM, SMSRDeploy
-from edgesr.nn.tf import keras, tf
 from edgesr.families.ecbsr.keras import DepthToSpace
+from edgesr.families.smsr.model import DeploySMM, SMSRDeploy
 from edgesr.families.splitsr.keras import AddConstant, ChannelScale, ChannelSplit, SpatialMean
+from edgesr.layout import depth_to_space_order, oihw_to_hwio
+from edgesr.nn.tf import keras, tf
 
 
 class PadToEven(keras.layers.Layer):

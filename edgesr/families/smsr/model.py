@@ -57,8 +57,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgesr.errors import UserError
-from edgesr.resources import Footprint
 from edgesr.families.splitsr.model import CALayer, MeanShift, fold_input_affine, fold_output_affine
+from edgesr.resources import Footprint
 
 SCALES = (2, 3, 4)
 LAYERS = 4  # conv layers per SMB (fixed in the paper and the authors' code)

@@ -6,8 +6,8 @@ from typing import Any
 
 from edgesr.checkpoints import load_strict
 from edgesr.deployable import Deployable, GraphSpec, single_graph
-from edgesr.family import Family, Recipe, register
 from edgesr.families.splitsr import model as splitsr
+from edgesr.family import Family, Recipe, register
 from edgesr.resources import Footprint
 
 

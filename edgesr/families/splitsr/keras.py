@@ -19,10 +19,10 @@ import re
 import numpy as np
 import torch.nn as nn
 
-from edgesr.layout import depth_to_space_order, oihw_to_hwio
-from edgesr.families.splitsr.model import RCAB, SplitSRBlock, SplitSRPlain
-from edgesr.nn.tf import keras, tf
 from edgesr.families.ecbsr.keras import DepthToSpace
+from edgesr.families.splitsr.model import RCAB, SplitSRBlock, SplitSRPlain
+from edgesr.layout import depth_to_space_order, oihw_to_hwio
+from edgesr.nn.tf import keras, tf
 
 
 class AddConstant(keras.layers.Layer):

@@ -1,0 +1,138 @@
+"""Keras building blocks shared by the families' Keras twins (NHWC), each lowering to one
+native TFLite op, and converters that copy PyTorch weights into Keras layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from edgesr.layout import oihw_to_hwio
+from edgesr.nn.tf import keras, tf
+
+
+def _np(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    return t.detach().double().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, dtype=np.float64)
+
+
+def conv2d(weight: torch.Tensor | np.ndarray, bias: torch.Tensor | np.ndarray | None, name: str,
+           activation: str | None = None, stride: int = 1, padding: str | None = None,
+           order: list[int] | None = None, hwio: bool = False):
+    """A built Keras Conv2D holding (OIHW, or HWIO if `hwio`) weights, output channels reordered
+    by `order`; padding 'same' unless strided ('valid'), as a PyTorch conv with k // 2 padding."""
+    kernel, b = _np(weight), None if bias is None else _np(bias)
+    kernel = kernel if hwio else oihw_to_hwio(kernel)
+    if order is not None:
+        kernel, b = kernel[..., order], None if b is None else b[order]
+    padding = padding or ("valid" if stride > 1 else "same")
+    conv = keras.layers.Conv2D(kernel.shape[3], kernel.shape[0], strides=stride, padding=padding,
+                               activation=activation, use_bias=b is not None, name=name)
+    conv.build((None, None, None, kernel.shape[2]))
+    conv.set_weights([kernel.astype(np.float32)] + ([] if b is None else [b.astype(np.float32)]))
+    return conv
+
+
+def conv_like(layer: nn.Conv2d, name: str, activation: str | None = None, order: list[int] | None = None):
+    """conv2d with a PyTorch conv's weights, bias and stride."""
+    return conv2d(layer.weight, layer.bias, name, activation, layer.stride[0], order=order)
+
+
+def prelu_like(layer: nn.PReLU, name: str):
+    """A built Keras PReLU with a PyTorch PReLU's slopes (one slope: shared over H, W and C)."""
+    slopes = _np(layer.weight).astype(np.float32)
+    prelu = keras.layers.PReLU(shared_axes=[1, 2, 3] if slopes.size == 1 else [1, 2], name=name)
+    prelu.build((None, 8, 8, 1 if slopes.size == 1 else slopes.size))
+    prelu.set_weights([slopes.reshape(prelu.get_weights()[0].shape)])
+    return prelu
+
+
+class DepthToSpace(keras.layers.Layer):
+    """tf.nn.depth_to_space (DEPTH_TO_SPACE); feed it channels in `layout.depth_to_space_order`."""
+
+    def __init__(self, block_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.block_size = block_size
+
+    def call(self, x):
+        return tf.nn.depth_to_space(x, self.block_size)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "block_size": self.block_size}
+
+
+class AddConstant(keras.layers.Layer):
+    """x + a fixed per-channel constant (ADD)."""
+
+    def __init__(self, value, **kwargs):
+        super().__init__(**kwargs)
+        self.value = [float(v) for v in np.asarray(value).reshape(-1)]
+
+    def call(self, x):
+        return x + tf.constant(np.asarray(self.value, dtype=np.float32).reshape(1, 1, 1, -1))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "value": self.value}
+
+
+class ChannelSplit(keras.layers.Layer):
+    """tf.split on the channel axis into groups of `sizes` channels (SPLIT_V)."""
+
+    def __init__(self, sizes, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes = [int(s) for s in sizes]
+
+    def call(self, x):
+        return tf.split(x, self.sizes, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return [(*input_shape[:-1], s) for s in self.sizes]
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "sizes": self.sizes}
+
+
+class SpatialMean(keras.layers.Layer):
+    """Global average pool (MEAN): (N, H, W, C) -> (N, 1, 1, C), or (N, C) without `keepdims`."""
+
+    def __init__(self, keepdims: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.keepdims = keepdims
+
+    def call(self, x):
+        return tf.reduce_mean(x, axis=[1, 2], keepdims=self.keepdims)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1, 1, input_shape[-1]) if self.keepdims else (input_shape[0], input_shape[-1])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "keepdims": self.keepdims}
+
+
+class ChannelScale(keras.layers.Layer):
+    """features (N, H, W, C) times per-channel weights (N, 1, 1, C) (MUL)."""
+
+    def call(self, inputs):
+        features, weights = inputs
+        return features * weights
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
+class ResizeBilinear(keras.layers.Layer):
+    """Bilinear upscaling by an integer factor with static sizes (RESIZE_BILINEAR, half-pixel
+    centres = PyTorch's align_corners=False)."""
+
+    def __init__(self, scale: int, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+
+    def call(self, x):
+        return tf.image.resize(x, [x.shape[1] * self.scale, x.shape[2] * self.scale], method="bilinear")
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        return (n, h * self.scale, w * self.scale, c)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "scale": self.scale}
