@@ -11,10 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgesr.bench import report as reports
-from edgesr.bench.host import host_device, plan_cases, run_bench
+from edgesr.api import load
 from edgesr.atomic import write_bytes_atomic
-from edgesr.model import prepare
+from edgesr.bench import report as reports
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -89,14 +88,18 @@ def run_suite(suite: Suite) -> dict:
     def progress(message: str) -> None:
         print(f"[{suite.name} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
-    weights = sorted({prepare(m, v, s).weights for m, v, s in suite.models})
-    report = reports.new_report(host_device(), {"warmup": suite.warmup, "runs": suite.runs,
-                                                "rounds": suite.rounds, "weights": ", ".join(weights)})
-    for model, variant, scale in suite.models:
-        prepared = prepare(model, variant, scale)
-        cases = plan_cases(prepared, list(suite.runtimes), list(suite.precisions), list(suite.inputs),
-                           list(suite.threads))
-        report["cases"] += run_bench(prepared, cases, suite.warmup, suite.runs, suite.rounds, progress)
+    report: dict | None = None
+    weights = []
+    for name, variant, scale in suite.models:
+        model = load(name, variant, scale)
+        weights.append(model.weights)
+        result = model.bench(suite.inputs, suite.runtimes, suite.precisions, suite.threads, suite.warmup, suite.runs,
+                             suite.rounds, progress)
+        if report is None:
+            report = result.report
+        else:
+            report["cases"] += result.cases
+    report["settings"]["weights"] = ", ".join(sorted(set(weights)))
     return report
 
 

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from edgesr.atomic import write_bytes_atomic
-from edgesr.images import calibration_crops, verification_inputs
-from edgesr.families.smsr.model import hard_spatial_mask
-from edgesr.model import prepare
 from edgesr.check import DEFAULT_SIZES, check_output
+from edgesr.families.smsr.model import hard_spatial_mask
+from edgesr.images import calibration_crops, verification_inputs
+from edgesr.model import prepare
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "smsr-masks"
@@ -78,8 +78,8 @@ def tflite_outputs(model_bytes: bytes, x: np.ndarray) -> tuple[np.ndarray, list[
 
 
 def run(model: str, variant: str | None, scale: int | None, precisions: list[str]) -> dict:
-    from edgesr.families.smsr.keras import build_keras_smsr
     from edgesr.export.tflite import convert_keras
+    from edgesr.families.smsr.keras import build_keras_smsr
 
     prepared = prepare(model, variant, scale)
     inputs = verification_inputs(DEFAULT_SIZES, 3, 255.0)

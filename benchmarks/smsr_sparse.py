@@ -28,15 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgesr.atomic import write_bytes_atomic
 from edgesr.bench import report as reports
 from edgesr.bench.host import host_device
-from edgesr.atomic import write_bytes_atomic
-from edgesr.images import photo_crop
+from edgesr.check import check_output
 from edgesr.families.smsr.model import SMSR, parse_variant
 from edgesr.families.smsr.sparse import SMSRSparse, sparse_macs_saved_per_pixel
+from edgesr.images import photo_crop
 from edgesr.model import prepare
 from edgesr.profile import macs_per_lr_pixel
-from edgesr.check import check_output
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -2,7 +2,7 @@
 
 For alpha in (0.25, 0.5, 1.0) on one CPU-friendly config (default A<alpha>-G2B4-H2-C32, x4,
 180x320 LR), export + verify the deploy graph to ONNX and TFLite and time both with the
-host harness (`edgesr.bench.host.plan_cases` + `run_bench`: one worker process per case,
+host harness (`edgesr.bench.host.model_target`, `plan_cases`, `run_bench`: one worker process per case,
 fp32, 1 thread). The sweep runs in `--passes` passes with the alpha order reversed each
 pass, so slow drift of a shared machine hits every alpha alike; the headline latency of an
 (alpha, runtime) is the mean of its per-pass medians. Writes
@@ -19,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from edgesr.bench import report as reports
-from edgesr.bench.host import host_device, plan_cases, run_bench
 from benchmarks.publish import refresh_readme
 from edgesr.atomic import write_bytes_atomic
+from edgesr.bench import report as reports
+from edgesr.bench.host import host_device, model_target, plan_cases, run_bench
 from edgesr.model import prepare
 from edgesr.profile import count_macs, macs_per_lr_pixel
 
@@ -106,8 +106,9 @@ def run(groups: int, blocks: int, hybrid: int, channels: int, scale: int, size: 
         order = ALPHAS if p % 2 == 0 else tuple(reversed(ALPHAS))
         for alpha in order:
             progress(f"pass {p + 1}/{passes}: alpha {alpha:g} ({variants[alpha]} x{scale}, {size})")
-            cases = plan_cases(prepared[alpha], list(RUNTIMES), ["fp32"], [size], [1])
-            for case in run_bench(prepared[alpha], cases, warmup, runs, rounds, progress):
+            target = model_target(prepared[alpha])
+            cases = plan_cases(target, list(RUNTIMES), ["fp32"], [size], [1])
+            for case in run_bench(target, cases, warmup, runs, rounds, progress):
                 report["cases"].append({**case, "alpha": alpha, "pass": p + 1})
     settings["load_after"] = _load()
     settings["wall_s"] = round(time.perf_counter() - start, 1)

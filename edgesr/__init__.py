@@ -1,12 +1,12 @@
 """edgesr: efficient super-resolution networks from their training graph to verified mobile models.
 
-The Python API (edgesr.api) is available from here: edgesr.load, edgesr.open_model, edgesr.families.
+The Python API (edgesr.api) is available from here: edgesr.load, edgesr.open_model, edgesr.available_families.
 """
 
-__version__ = "0.1.0"
+from edgesr.version import __version__ as __version__
 
-_API = ("Model", "ExportedModel", "load", "open_model", "families", "RandomWeightsWarning", "ExportReport",
-        "VerifyReport", "EvalReport", "MissingMetadata", "SKIMAGE")
+_API = ("Model", "ExportedModel", "load", "open_model", "available_families", "RandomWeightsWarning", "ExportReport",
+        "VerifyReport", "EvalReport", "BenchReport", "MissingMetadata", "SKIMAGE")
 
 
 def __getattr__(name: str):

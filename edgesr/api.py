@@ -16,7 +16,7 @@ RandomWeightsWarning.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,8 @@ from edgesr.data import image_size, load_rgb
 from edgesr.errors import UserError
 from edgesr.evaluate import FolderScores, evaluate_folder, mean_scores
 from edgesr.export.exporter import ExportReport, export
-from edgesr.family import Family, IOSpec, families
+from edgesr.family import Family, IOSpec
+from edgesr.family import families as available_families
 from edgesr.images import write_heldout_photos
 from edgesr.model import Prepared, RandomWeightsWarning, prepare
 from edgesr.model_files import LoadedModel
@@ -40,8 +41,8 @@ from edgesr.runners import Graph, check_io
 from edgesr.upscale import memory_needed, upscale_rgb
 from edgesr.verify import precisions_to_check, verify
 
-__all__ = ["Model", "ExportedModel", "load", "open_model", "families", "RandomWeightsWarning", "ExportReport",
-           "VerifyReport", "EvalReport", "MissingMetadata", "SKIMAGE"]
+__all__ = ["Model", "ExportedModel", "load", "open_model", "available_families", "RandomWeightsWarning", "ExportReport",
+           "VerifyReport", "EvalReport", "BenchReport", "MissingMetadata", "SKIMAGE"]
 
 SKIMAGE = "skimage"  # the held-out photos bundled with scikit-image
 
@@ -111,6 +112,50 @@ class EvalReport:
         return {"model": self.label, "graph": self.graph, "data": self.data, "io": self.io.to_dict(),
                 "images": [s.to_dict() for s in self.scores.images], "skipped": self.scores.skipped,
                 "mean": self.mean, "gain_over_bicubic_db": self.gain_db}
+
+
+HOST_RUNTIMES = ("torch-train", "torch", "onnxruntime", "tflite")
+
+
+@dataclass
+class BenchReport:
+    """Host latencies, one case per runtime x precision x input x threads (each case in its own
+    process, timed in interleaved rounds); `report` follows edgesr/bench/report.py's schema."""
+
+    label: str
+    report: dict
+    notes: list[str]
+
+    @property
+    def cases(self) -> list[dict]:
+        return self.report["cases"]
+
+    def table(self) -> str:
+        from edgesr.bench.report import format_table as bench_table
+
+        device = self.report["device"]
+        lines = [f"bench {self.label} on {device['name']} ({device['cpu']['simd']})", bench_table(self.report),
+                 f"peak = {device['peak_assumption']}", *self.notes]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return self.report
+
+    def write(self, json: str | Path | None = None, csv: str | Path | None = None, plot: str | Path | None = None,
+              force: bool = False) -> list[Path]:
+        """Write the report as JSON, CSV and/or a PNG plot (atomically); the paths written."""
+        from edgesr.bench.report import write_outputs
+
+        return write_outputs(self.report, *(Path(p) if p else None for p in (json, csv, plot)), force)
+
+
+def _bench(target, weights: str, notes: list[str], runtimes, precisions, inputs, threads, warmup: int, runs: int,
+           rounds: int, progress: Progress) -> BenchReport:
+    from edgesr.bench.host import bench
+
+    report = bench(target, list(runtimes), list(precisions), list(inputs), list(threads), warmup, runs, rounds,
+                   weights, progress)
+    return BenchReport(target.label, report, notes)
 
 
 def _evaluate(graph: Graph, io: IOSpec, label: str, what: str, data: str | Path, activations: float,
@@ -214,6 +259,17 @@ class Model:
         return _upscale(runner, self.io, self.label, image, tile, overlap,
                         4 * 3 * peak_activation_per_pixel(module, self.io.colors))
 
+    def bench(self, inputs: Sequence[str] = ("360x640",), runtimes: Sequence[str] = HOST_RUNTIMES,
+              precisions: Sequence[str] = ("fp32",), threads: Sequence[int] = (1,), warmup: int = 5, runs: int = 30,
+              rounds: int = 3, progress: Progress = _quiet) -> BenchReport:
+        """Latency on this CPU of the training graph (torch-train), the deploy form (torch) and each
+        runtime's exported file (made and verified on the way); inputs 'HxW' or 'NxCxHxW'."""
+        from edgesr.bench.host import model_target
+
+        notes = self.family.cost_notes(self.deployable)
+        return _bench(model_target(self.prepared), self.weights, notes, runtimes, precisions, inputs, threads,
+                      warmup, runs, rounds, progress)
+
     def _runner(self, graph: str):
         prepared = self.prepared
         if graph == "train" and prepared.train is not None:
@@ -262,6 +318,17 @@ class ExportedModel:
     def summary(self) -> str | None:
         """What the model's glue tallied so far (ClassSR: class shares and MACs)."""
         return self.loaded.summary()
+
+    def bench(self, inputs: Sequence[str] = ("360x640",), threads: Sequence[int] = (1,), warmup: int = 5,
+              runs: int = 30, rounds: int = 3, progress: Progress = _quiet) -> BenchReport:
+        """Latency of this file (or bundle) on its own runtime, on this CPU."""
+        from edgesr.bench.host import file_target
+
+        target = file_target(self.loaded.path)
+        runtimes = list(target.runtimes)
+        precisions = [p for ps in target.runtimes.values() for p in ps]
+        return _bench(target, str(self.loaded.path), [], runtimes, precisions, inputs, threads, warmup, runs, rounds,
+                      progress)
 
 
 def load(name: str = "ecbsr", variant: str | None = None, scale: int | None = None,

@@ -42,7 +42,7 @@ def check_output_path(path: Path, force: bool) -> None:
     if path.is_dir():
         raise UserError(f"output path {path} is a directory: pass a file name")
     if path.exists() and not force:
-        raise UserError(f"output file {path} already exists: pass --force to overwrite it, or choose another name")
+        raise UserError(f"output file {path} already exists: pass «force» to overwrite it, or choose another name")
     ensure_writable_parent(path)
 
 
@@ -90,7 +90,7 @@ def publish(source: Path, target: Path, force: bool) -> None:
             source.unlink()
     except FileExistsError:
         raise UserError(f"output {target} appeared while edgesr was writing it (another run writing the same "
-                        "path?): nothing was overwritten; pass --force to overwrite it") from None
+                        "path?): nothing was overwritten; pass «force» to overwrite it") from None
 
 
 @contextlib.contextmanager

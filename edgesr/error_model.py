@@ -579,27 +579,50 @@ def match_ranges(values: list[np.ndarray], stored: list[tuple[np.ndarray, tuple[
     stored tensor closest in value, channel by channel in any order (a converter may permute
     channels, e.g. before DEPTH_TO_SPACE), if the mean |difference| is below `tolerance` of the
     range (a few int8 steps of accumulated noise); a graph tensor with no such match is not
-    stored in int8."""
+    stored in int8. A tensor whose ReLU the converter fused into its op is stored rectified, with
+    a range from 0: it is matched through its ReLU, and clamping it to that range is the ReLU."""
     ops: list[tuple[float, float] | None] = []
+    files = [(_by_channel(v), (lo, hi)) for v, (lo, hi) in stored if hi > lo]
     for value in values:
+        graph = _by_channel(value)
+        forms = (graph, np.maximum(graph, 0))
+        candidates = [(flat, lo, hi, forms[:2 if lo >= 0 else 1]) for flat, (lo, hi) in files
+                      if flat.shape == graph.shape]
         best, best_error = None, tolerance
-        for stored_value, (lo, hi) in stored:
-            if stored_value.shape != value.shape or hi <= lo:
-                continue
-            error = _channel_distance(value, stored_value) / (hi - lo)
-            if error < best_error:
-                best, best_error = (lo, hi), error
+        for flat, lo, hi, mine in candidates:  # channels in the same order: the usual case, and cheap
+            for form in mine:
+                error = float(np.abs(form - flat).mean()) / (hi - lo)
+                if error < best_error:
+                    best, best_error = (lo, hi), error
+        if best is None and graph.shape[0] > 1:  # channels permuted by the converter
+            for flat, lo, hi, mine in candidates:
+                for form in mine:
+                    # the channel means' distance bounds the distance from below: most pairs end here
+                    bound = _channel_distance(form.mean(axis=1, keepdims=True), flat.mean(axis=1, keepdims=True))
+                    if bound / (hi - lo) >= best_error:
+                        continue
+                    error = _channel_distance(form, flat) / (hi - lo)
+                    if error < best_error:
+                        best, best_error = (lo, hi), error
         ops.append(best)
     return Ranges(input_range, ops)
 
 
+MATCH_SAMPLES = 2048  # values per channel compared when matching (a fixed, evenly spaced subset)
+
+
+def _by_channel(a: np.ndarray) -> np.ndarray:
+    """(channels, values) of NCHW (anything else: one channel), at most MATCH_SAMPLES values each."""
+    flat = a.reshape(1, -1) if a.ndim < 2 else np.moveaxis(a, 1, 0).reshape(a.shape[1], -1)
+    return flat[:, ::max(1, flat.shape[1] // MATCH_SAMPLES)]
+
+
 def _channel_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over a's channels of the mean |difference| to the closest channel of b."""
-    if a.ndim < 2 or a.shape[1] == 1:
+    """Mean over a's channels (rows) of the mean |difference| to the closest channel of b; since
+    |mean(x - y)| <= mean|x - y|, the distance of the channel means bounds it from below."""
+    if a.shape[0] == 1:
         return float(np.mean(np.abs(a - b)))
-    flat_a = np.moveaxis(a, 1, 0).reshape(a.shape[1], -1)
-    flat_b = np.moveaxis(b, 1, 0).reshape(b.shape[1], -1)
-    return float(np.mean([np.abs(flat_b - row).mean(axis=1).min() for row in flat_a]))
+    return float(np.mean([np.abs(b - row).mean(axis=1).min() for row in a]))
 
 
 def modelled(module: nn.Module, x: np.ndarray, precision: Precision | str = "fp32", ranges: Ranges | None = None,

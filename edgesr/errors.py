@@ -1,13 +1,44 @@
 """Exceptions the CLI turns into one-line messages: user errors exit 2, tool and environment
-failures exit 1, signals 128 + the signal number."""
+failures exit 1, signals 128 + the signal number.
+
+A message names an option as «name» (the API parameter's name, e.g. «force»): str() shows it
+as 'force', the CLI as its flag --force (render(cli_option)), so the library never words a flag."""
 
 from __future__ import annotations
 
 import errno
+import re
+from collections.abc import Callable
+
+_OPTION = re.compile(r"«([a-z_]+)»")
+
+
+def api_option(name: str) -> str:
+    return f"'{name}'"
+
+
+def cli_option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def render_options(text: str, option: Callable[[str], str] = api_option) -> str:
+    """`text` with each «name» worded by `option`."""
+    return _OPTION.sub(lambda m: option(m.group(1)), text)
 
 
 class EdgeSRError(Exception):
     """Base of every error edgesr raises on purpose."""
+
+    @property
+    def template(self) -> str:
+        """The message with its «option» marks (to embed in another error's message)."""
+        return str(self.args[0]) if self.args else ""
+
+    def render(self, option: Callable[[str], str] = api_option) -> str:
+        return render_options(self.template, option)
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class UserError(EdgeSRError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from edgesr.data import degrade, readable_images, to_channels
 from edgesr.images import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
+from edgesr.metrics import psnr
 from edgesr.resize import imresize
 from edgesr.runners import Graph
 
@@ -17,11 +17,6 @@ from edgesr.runners import Graph
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """[0, 1] float -> 8-bit integer values (as float64), the papers' rounding."""
     return np.round(np.clip(image, 0.0, 1.0) * 255.0)
-
-
-def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(peak ** 2 / mse)
 
 
 def _crop(image: np.ndarray, border: int) -> np.ndarray:
@@ -70,7 +65,7 @@ def score_image(name: str, sr_rgb: np.ndarray, bicubic_rgb: np.ndarray, hr_rgb: 
     for rgb in (sr_rgb, bicubic_rgb):
         rgb8 = to_uint8(rgb)
         y = _crop(np.round(rgb_to_y(rgb8 / 255.0) * 255.0), scale)
-        metrics += [psnr(y, hr_y), ssim_y(y, hr_y), psnr(_crop(rgb8, scale), _crop(to_uint8(hr_rgb), scale))]
+        metrics += [psnr(hr_y, y, 255.0), ssim_y(y, hr_y), psnr(_crop(to_uint8(hr_rgb), scale), _crop(rgb8, scale), 255.0)]
     return ImageScores(name, *metrics)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -42,6 +42,13 @@ class Config(Protocol):
     def variant(self) -> str: ...
 
     def to_dict(self) -> dict: ...
+
+
+class DataclassConfig:
+    """Mixin for a dataclass config: to_dict() is its fields (subclasses add `variant`)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)

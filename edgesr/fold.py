@@ -68,3 +68,23 @@ def sum_kernels(kernels: list[Kernel]) -> Kernel:
     weight = sum(_f64(k) for k, _ in kernels)
     bias = sum(_f64(b) for _, b in kernels)
     return weight, bias
+
+
+def fold_input_affine(affine_w: torch.Tensor, affine_b: torch.Tensor,
+                      conv_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A zero-padded conv (conv_w) after a 1x1 affine z = A x + c, rewritten as the conv
+    (conv_w . A) after z' = x + d with d = A^-1 c. Exact at the borders: the padded zeros
+    of z' map to the padded zeros of z only if the offset d stays outside the conv.
+    Returns (folded kernel, d), float64."""
+    a = affine_w.detach().double().flatten(1)  # (out, in) of the 1x1 conv
+    offset = torch.linalg.solve(a, affine_b.detach().double())
+    kernel = torch.einsum("ojhw,ji->oihw", conv_w.detach().double(), a)
+    return kernel, offset
+
+
+def fold_output_affine(conv_w: torch.Tensor, conv_b: torch.Tensor, affine_w: torch.Tensor,
+                       affine_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 1x1 affine y = A z + c after a conv (W, b) folded into the conv: (A W, A b + c), float64."""
+    a = affine_w.detach().double().flatten(1)
+    kernel = torch.einsum("oj,jihw->oihw", a, conv_w.detach().double())
+    return kernel, a @ conv_b.detach().double() + affine_b.detach().double()

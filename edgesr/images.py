@@ -7,21 +7,24 @@ import numpy as np
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
-def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
-    """BT.601 luma as the SR papers use it: Y in [16, 235]/255 for RGB in [0, 1]. HWC -> HW."""
-    return (16.0 + rgb @ np.array([65.481, 128.553, 24.966])) / 255.0
-
-
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
-    """BT.601 YCbCr (MATLAB rgb2ycbcr), all channels in [0, 1]. HWC -> HWC."""
-    matrix = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]])
-    return (rgb @ matrix.T + np.array([16.0, 128.0, 128.0])) / 255.0
+    """BT.601 YCbCr as MATLAB's rgb2ycbcr (scikit-image's: Y in [16, 235]/255 for RGB in [0, 1]),
+    all channels in [0, 1], computed in float64. HWC -> HWC."""
+    from skimage.color import rgb2ycbcr
+
+    return rgb2ycbcr(np.asarray(rgb, dtype=np.float64)) / 255.0
+
+
+def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma as the SR papers use it (see rgb_to_ycbcr). HWC -> HW."""
+    return rgb_to_ycbcr(rgb)[..., 0]
 
 
 def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
     """Inverse of rgb_to_ycbcr (values not clipped). HWC -> HWC."""
-    matrix = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]])
-    return (ycbcr * 255.0 - np.array([16.0, 128.0, 128.0])) @ np.linalg.inv(matrix).T
+    from skimage.color import ycbcr2rgb
+
+    return ycbcr2rgb(np.asarray(ycbcr, dtype=np.float64) * 255.0)
 
 
 def photo(name: str) -> np.ndarray:

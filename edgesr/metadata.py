@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgesr import __version__
 from edgesr.errors import ToolError
 from edgesr.extras import require
+from edgesr.version import __version__
 
 KEY = "edgesr"
 SCHEMA = "edgesr-model/1"

@@ -1,4 +1,4 @@
-"""Error statistics between two model outputs."""
+"""Error statistics between two images or model outputs; PSNR."""
 
 from __future__ import annotations
 
@@ -21,11 +21,19 @@ class ErrorStats:
                           min(self.psnr_db, other.psnr_db))
 
 
+def psnr(reference: np.ndarray, candidate: np.ndarray, peak: float) -> float:
+    """PSNR in dB with `peak` as the peak value (scikit-image's; inf for identical arrays)."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    if np.array_equal(reference, candidate):
+        return math.inf
+    return float(peak_signal_noise_ratio(reference.astype(np.float64), candidate.astype(np.float64),
+                                         data_range=peak))
+
+
 def compare(reference: np.ndarray, candidate: np.ndarray, pixel_range: float) -> ErrorStats:
     """Raw (unclamped) errors; PSNR uses `pixel_range` as the peak value."""
     if reference.shape != candidate.shape:
         raise ValueError(f"output shapes differ: {reference.shape} vs {candidate.shape}")
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
-    mse = float(np.mean(diff ** 2))
-    psnr = math.inf if mse == 0 else 10.0 * math.log10(pixel_range ** 2 / mse)
-    return ErrorStats(float(diff.max()), float(diff.mean()), psnr)
+    return ErrorStats(float(diff.max()), float(diff.mean()), psnr(reference, candidate, pixel_range))

@@ -101,5 +101,5 @@ def open_model(path: Path, threads: int | None = None, spin: bool = True) -> Loa
         family.check_bundle(manifest["params"], io, graphs)
         runner = family.glue(manifest["params"], io, graphs)
     except UserError as exc:
-        raise UserError(f"bundle {path}: {exc}") from None
+        raise UserError(f"bundle {path}: {exc.template}") from None
     return LoadedModel(path, manifest, runner, graphs, family)

@@ -52,4 +52,4 @@ def check_fits(what: str, need: int, advice: str) -> None:
 def check_model_fits(label: str, footprint: Footprint) -> None:
     """Refuse a variant too big to build, before any of it is built."""
     check_fits(f"{label} ({footprint.params:,} parameters in {footprint.layers:,} layers)", footprint.bytes,
-               "choose a smaller --variant")
+               "choose a smaller «variant»")

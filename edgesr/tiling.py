@@ -22,9 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgesr.errors import UserError
-from edgesr.upscale import tile_starts
 
 BLENDS = ("ramp", "mean")
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along one axis: step tile - overlap, last tile aligned to the border."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, tile - overlap))
+    return starts + [length - tile]
 
 
 @dataclass(frozen=True)

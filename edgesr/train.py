@@ -86,9 +86,9 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
         loss = (model_loss(lr_t, hr_t, (iteration - 1) / settings.iters) if model_loss
                 else F.l1_loss(model(lr_t), hr_t))
         if not math.isfinite(loss.item()):
-            saved = (f"the last good checkpoint is {output}, iteration {last_saved} (resume it with --resume and a "
-                     "lower --lr)" if last_saved else "this run saved no checkpoint yet")
-            raise ToolError(f"training loss became {loss.item()} at iteration {iteration}: lower --lr; {saved}")
+            saved = (f"the last good checkpoint is {output}, iteration {last_saved} (continue it with «resume» "
+                     "and a lower «lr»)" if last_saved else "this run saved no checkpoint yet")
+            raise ToolError(f"training loss became {loss.item()} at iteration {iteration}: lower «lr»; {saved}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -138,11 +138,11 @@ def _stage(family: Family, recipe: Recipe, stage: str | None) -> str | None:
     """A staged recipe (ClassSR) needs a stage; a one-stage recipe refuses one."""
     stages = recipe.stages
     if stages and stage is None:
-        raise UserError(f"{family.name} trains in {len(stages)} stages: {', then '.join(stages)}; each later stage "
-                        "starts from the previous stage's checkpoint (weights)")
+        raise UserError(f"{family.name} trains in {len(stages)} stages: {', then '.join(stages)}: pass «stage»; each later "
+                        "stage starts from the previous stage's checkpoint («weights»)")
     if stage is not None and stage not in stages:
         if not stages:
-            raise UserError(f"{family.name} trains in one stage: drop the stage ({stage})")
+            raise UserError(f"{family.name} trains in one stage: drop «stage» ({stage})")
         raise UserError(f"unknown {family.name} training stage '{stage}': choose one of {', '.join(stages)}")
     return stage
 
@@ -166,17 +166,17 @@ def _check_output(request: TrainRequest) -> None:
 
     output = request.output
     if request.resume and request.weights:
-        raise UserError("resume continues the run saved in the output; weights start a new run from a checkpoint: "
+        raise UserError("«resume» continues the run saved in «output»; «weights» start a new run from a checkpoint: "
                         "pass one of them")
     if request.resume and request.force:
-        raise UserError("resume continues the run in the output, force starts it over: pass one of them")
+        raise UserError("«resume» continues the run in «output», «force» starts it over: pass one of them")
     if output.is_dir():
         raise UserError(f"output {output} is a directory: pass the checkpoint file to write, e.g. {output / 'model.pt'}")
     if request.resume and not output.exists():
         raise UserError(f"there is no run to resume: {output} does not exist (start a new run, or pass the output of "
                         "the interrupted one)")
     if output.exists() and not (request.resume or request.force):
-        raise UserError(f"{output} exists: resume that run or start over (force)")
+        raise UserError(f"{output} exists: continue that run («resume») or start over («force»)")
     ensure_writable_parent(output)
 
 
@@ -208,7 +208,7 @@ def run_training(request: TrainRequest, progress: Callable[[str], None] = lambda
         if request.resume:
             if checkpoint.metadata.get("stage") != stage:
                 raise UserError(f"{request.output} was saved in training stage {checkpoint.metadata.get('stage')}, "
-                                f"not {stage}: resume it in stage {checkpoint.metadata.get('stage')}")
+                                f"not {stage}: «resume» it with «stage» {checkpoint.metadata.get('stage')}")
             resume_state = torch.load(request.output, map_location="cpu", weights_only=True).get("train_state")
             if resume_state is None:
                 raise UserError(f"{request.output} is a finished run ({checkpoint.metadata.get('iterations')} "

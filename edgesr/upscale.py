@@ -7,14 +7,7 @@ import numpy as np
 
 from edgesr.evaluate import super_resolve_rgb
 from edgesr.runners import Graph
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile origins along one axis: step tile - overlap, last tile aligned to the border."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, tile - overlap))
-    return starts + [length - tile]
+from edgesr.tiling import tile_starts
 
 
 def memory_needed(height: int, width: int, scale: int, tile: int, activation_bytes_per_pixel: float) -> int:

@@ -6,7 +6,6 @@ import torch
 from PIL import Image
 
 from edgesr.families.ecbsr.model import ECBSR, ECBSRConfig
-from edgesr.family import get_family
 from edgesr.model import Prepared
 
 

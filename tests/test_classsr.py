@@ -555,7 +555,7 @@ def test_cli_trains_the_three_stages_in_order_and_checks_them(hr_folder, tmp_pat
     ecbsr = ["train", "--model", "ecbsr", "--variant", "M1C4", "--scale", "2", "--data", str(hr_folder),
              "--iters", "1", "--stage", "joint", "-o", str(tmp_path / "e.pt")]
     assert cli_main(ecbsr) == 2
-    assert "ecbsr trains in one stage: drop the stage (joint)" in capsys.readouterr().err
+    assert "ecbsr trains in one stage: drop --stage (joint)" in capsys.readouterr().err
 
 
 def test_resume_refuses_another_stage(hr_folder, tmp_path, interrupt_training, capsys):
@@ -564,7 +564,7 @@ def test_resume_refuses_another_stage(hr_folder, tmp_path, interrupt_training, c
     assert cli_main(argv + ["--stage", "branches"]) == 130
     capsys.readouterr()
     assert cli_main(argv + ["--stage", "joint", "--resume"]) == 2
-    assert "was saved in training stage branches, not joint: resume it in stage branches" in capsys.readouterr().err
+    assert "was saved in training stage branches, not joint: --resume it with --stage branches" in capsys.readouterr().err
     assert cli_main(argv + ["--stage", "branches", "--resume"]) == 0
     assert read_checkpoint(tmp_path / "run.pt").metadata["iterations"] == 4
 

@@ -438,3 +438,60 @@ def test_console_script_refuses_pickle_payload(work):
     assert len(lines) == 1 and lines[0].startswith("edgesr: error: cannot read checkpoint"), proc.stderr
     assert not marker.exists()
     assert snapshot(work) == {"evil.pt"}
+
+
+# ----------------------------------------------------------------------------- library wording
+
+def test_library_errors_name_options_the_cli_words_as_flags(work, capsys, tiny_ckpt):
+    """The API raises with «option» marks (str: 'force'); the CLI prints them as flags (--force)."""
+    from edgesr.api import load
+    from edgesr.errors import UserError
+
+    out = work / "m.onnx"
+    out.write_bytes(OLD_BYTES)
+    with pytest.raises(UserError) as raised:
+        load("ecbsr", "M1C4", 2, weights=tiny_ckpt).export("onnx", out=out)
+    assert "pass 'force' to overwrite it" in str(raised.value) and "--" not in str(raised.value)
+    code, _, err = run_cli(["export", "--model", "ecbsr", *TINY, "--weights", str(tiny_ckpt), "--format", "onnx",
+                            "-o", str(out)], capsys)
+    assert code == 2 and "pass --force to overwrite it" in err and "«" not in err
+    assert str(UserError("pass «model_file» and «force»")) == "pass 'model_file' and 'force'"
+
+
+def _messages_with_flags(path: Path) -> list[str]:
+    """String literals in the arguments of error constructors that spell a CLI flag."""
+    import ast
+    import re
+
+    flag = re.compile(r"(?<![\w-])--[a-z]")
+    errors = {"UserError", "ToolError", "ParityError", "EdgeSRError", "_bad", "check_fits"}
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        name = getattr(getattr(node, "func", None), "id", None) or getattr(getattr(node, "func", None), "attr", None)
+        if isinstance(node, ast.Call) and name in errors:
+            for arg in [*node.args, *(k.value for k in node.keywords)]:
+                for leaf in ast.walk(arg):
+                    if isinstance(leaf, ast.Constant) and isinstance(leaf.value, str) and flag.search(leaf.value):
+                        found.append(f"{path.name}:{leaf.lineno}: {leaf.value}")
+    return found
+
+
+def test_no_library_error_spells_a_cli_flag(tmp_path):
+    package = Path(__file__).resolve().parent.parent / "edgesr"
+    library = [p for p in package.rglob("*.py") if "cli" not in p.relative_to(package).parts]
+    assert len(library) > 40 and [m for p in library for m in _messages_with_flags(p)] == []
+    probe = tmp_path / "probe.py"  # the scan finds what it forbids
+    probe.write_text('raise UserError(f"{x} exists: pass --force")\nraise ToolError("ok «force»")\n')
+    assert _messages_with_flags(probe) == ["probe.py:1:  exists: pass --force"]
+
+
+@pytest.mark.parametrize("blocked, fmt, extra", [("onnx", "onnx", "onnx"), ("tensorflow", "tflite", "tflite")])
+def test_a_missing_extra_names_its_install_command(work, blocked, fmt, extra):
+    """Without an extra's package (as after a plain `pip install .`), the command says which extra."""
+    script = (f"import sys; sys.modules[{blocked!r}] = None\n"  # import now raises ModuleNotFoundError
+              "from edgesr.cli import main\n"
+              f"sys.exit(main(['export', '--model', 'ecbsr', *{TINY!r}, '--format', {fmt!r}, '-o', 'm.{fmt}']))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and f"pip install 'edgesr[{extra}]'" in lines[-1], done.stderr
+    assert "Traceback" not in done.stderr and not (work / f"m.{fmt}").exists()

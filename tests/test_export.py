@@ -7,7 +7,6 @@ import torch
 
 from edgesr.errors import ParityError
 from edgesr.export import exporter
-from edgesr.export.inspect import op_counts
 from edgesr.export.onnx import onnx_op_counts
 from edgesr.export.tflite import tflite_op_counts, tflite_weight_dtypes
 from edgesr.model_files import open_model

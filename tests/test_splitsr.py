@@ -12,11 +12,9 @@ from edgesr.checkpoints import load_strict, save_checkpoint
 from edgesr.cli import main as cli_main
 from edgesr.errors import UserError
 from edgesr.export import exporter
-from edgesr.export.inspect import op_counts
 from edgesr.export.onnx import onnx_op_counts
 from edgesr.export.tflite import tflite_op_counts, tflite_weight_dtypes
 from edgesr.families.splitsr.model import (
-    RGB_MEAN,
     SplitSR,
     SplitSRBlock,
     SplitSRConfig,
@@ -27,6 +25,7 @@ from edgesr.families.splitsr.model import (
 )
 from edgesr.family import get_family
 from edgesr.model import Prepared, prepare
+from edgesr.nn.layers import RGB_MEAN
 from edgesr.profile import count_params
 
 SIZES = [(16, 16), (13, 7), (5, 11), (1, 1)]

@@ -11,10 +11,11 @@ from edgesr import data as data_mod
 from edgesr.cli import main
 from edgesr.data import load_pairs, load_rgb
 from edgesr.errors import ToolError, UserError
-from edgesr.evaluate import evaluate_folder, mean_scores, psnr
+from edgesr.evaluate import evaluate_folder, mean_scores
 from edgesr.families.ecbsr.model import ECBSR, ECBSRConfig
 from edgesr.family import get_family
 from edgesr.images import rgb_to_ycbcr, ycbcr_to_rgb
+from edgesr.metrics import psnr
 from edgesr.model import Prepared
 from edgesr.resize import imresize
 from edgesr.runners import TorchGraph
@@ -130,7 +131,7 @@ def test_eval_protocol_against_a_bicubic_graph(hr_folder):
         assert s.psnr_y == pytest.approx(s.bicubic_psnr_y, abs=1e-9)
         assert s.psnr_rgb == pytest.approx(s.bicubic_psnr_rgb, abs=1e-9)
         assert 15 < s.psnr_y < 60 and 0 < s.ssim_y <= 1
-    assert psnr(np.zeros(4), np.full(4, 255.0)) == 0.0
+    assert psnr(np.zeros(4), np.full(4, 255.0), 255.0) == 0.0 and psnr(np.ones(3), np.ones(3), 1.0) == float("inf")
 
 
 def test_eval_of_exported_tflite_matches_pytorch_within_0_01_db(hr_folder, tmp_path):

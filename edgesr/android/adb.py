@@ -61,7 +61,7 @@ class Adb:
         found = adb_path if adb_path and Path(adb_path).is_file() else shutil.which(adb_path or "adb")
         if not found:
             raise UserError(f"adb not found{' at ' + adb_path if adb_path else ''}: install Android platform-tools "
-                            "(Debian/Ubuntu: apt install adb) or pass --adb PATH")
+                            "(Debian/Ubuntu: apt install adb) or pass its path as «adb»")
         self.path = found
         self.env = dict(os.environ)
         if server_port:
@@ -98,7 +98,7 @@ class Adb:
                             "(or 'adb connect HOST:PORT') and check 'adb devices'")
         elif len(devices) > 1:
             raise UserError(f"{len(devices)} adb devices connected ({', '.join(d.serial for d in devices)}): "
-                            "pick one with --serial")
+                            "pick one with «serial»")
         else:
             device = devices[0]
         if device.state == "unauthorized":

@@ -67,10 +67,10 @@ class DeviceResult:
 def check_binary(path: Path | None) -> Path:
     """The benchmark_model binary the user supplies (it cannot be downloaded here)."""
     if path is None:
-        raise UserError("missing benchmark binary: pass --benchmark-binary PATH to TFLite's benchmark_model "
+        raise UserError("missing benchmark binary: pass «benchmark_binary», the path to TFLite's benchmark_model "
                         "for the phone's ABI (see android_bench/README.md)")
     if not Path(path).is_file():
-        raise UserError(f"benchmark binary {path} not found: pass --benchmark-binary PATH "
+        raise UserError(f"benchmark binary {path} not found: pass the path of benchmark_model as «benchmark_binary» "
                         "(see android_bench/README.md)")
     return Path(path)
 
@@ -104,7 +104,7 @@ def check_device_memory(facts: dict, files: dict[tuple[str, str], Path], cases: 
         need = n * h * w * per_pixel[case.key]
         if need > SHARE * available:
             raise UserError(f"input {'x'.join(map(str, case.shape))} needs about {gib(need)} on {facts['name']} but "
-                            f"{gib(SHARE * available)} of its memory is available: use a smaller --input")
+                            f"{gib(SHARE * available)} of its memory is available: use a smaller «input»")
 
 
 def input_tensor_name(path: Path) -> str:

@@ -45,7 +45,7 @@ def check_device_options(delegates: list[str], precisions: list[str], threads: l
         if precision not in ("fp32", "fp16", "int8"):
             raise UserError(f"unknown precision '{precision}': choose from fp32, fp16, int8")
     if any(t < 1 for t in threads) or warmup < 0 or runs < 1 or cooldown < 0:
-        raise UserError("--threads and --runs must be >= 1, --warmup and --cooldown >= 0")
+        raise UserError("«threads» and «runs» must be >= 1, «warmup» and «cooldown» >= 0")
 
 
 class _Recorder:
@@ -82,11 +82,11 @@ def _models(prepare_model: Callable[[], Prepared] | None, given: Path | None, pr
     """The models to time, by precision, and what the report says about them."""
     if given is not None:
         if given.is_file() and given.suffix != ".tflite":
-            raise UserError(f"--tflite {given}: the phone runs .tflite files or tflite bundle folders")
+            raise UserError(f"«tflite» {given}: the phone runs .tflite files or tflite bundle folders")
         model = open_model(given)
         if model.family is not None and model.metadata["runtime"] != "tflite":
             raise UserError(f"bundle {given} holds {model.metadata['runtime']} graphs: the phone bench needs a tflite "
-                            "bundle (edgesr export --format tflite)")
+                            "bundle (export it with «format» tflite)")
         meta = model.metadata
         if meta is None:  # another tool's file: what LiteRT can tell
             from edgesr.export.tflite import tflite_file_facts

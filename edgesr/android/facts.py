@@ -50,10 +50,10 @@ def core_mask(cores: dict[int, int | None], choice: str) -> str:
     lowest-clocked cores) or an explicit hex mask."""
     if choice not in ("all", "big", "little"):
         if not re.fullmatch(r"(0x)?[0-9a-fA-F]+", choice) or int(choice, 16) == 0:
-            raise UserError(f"--cores '{choice}' is not all, big, little or a hex CPU mask such as f0")
+            raise UserError(f"«cores» '{choice}' is not all, big, little or a hex CPU mask such as f0")
         mask = int(choice, 16)
         if mask >> (max(cores) + 1 if cores else 64):
-            raise UserError(f"--cores {choice} names CPUs this device does not have (cpu0-cpu{max(cores)})")
+            raise UserError(f"«cores» {choice} names CPUs this device does not have (cpu0-cpu{max(cores)})")
         return format(mask, "x")
     clocks = {c: f for c, f in cores.items() if f}
     if choice == "all" or len(set(clocks.values())) < 2:

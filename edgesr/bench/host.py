@@ -147,21 +147,21 @@ def check_options(runtimes: list[str], precisions: list[str], threads: list[int]
                   runs: int = 1, rounds: int = 1) -> None:
     """Refuse unknown runtimes, unexported precisions and bad counts (before any model is built)."""
     if warmup < 0 or runs < 1 or rounds < 1:
-        raise UserError("--warmup must be >= 0, --runs >= 1 and --rounds >= 1")
+        raise UserError("«warmup» must be >= 0, «runs» >= 1 and «rounds» >= 1")
     for runtime in runtimes:
         if runtime not in RUNTIMES:
             raise UserError(f"unknown runtime '{runtime}': choose from {', '.join(RUNTIMES)}")
         if not set(precisions) & set(RUNTIMES[runtime]):
             raise UserError(f"{runtime} runs {', '.join(RUNTIMES[runtime])} only, not "
-                            f"{', '.join(precisions)}: add --precision fp32 or drop --runtime {runtime}")
+                            f"{', '.join(precisions)}: add fp32 to «precision» or drop {runtime} from «runtime»")
     for precision in precisions:
         if precision not in ("fp32", "fp16", "int8"):
             raise UserError(f"unknown precision '{precision}': choose from fp32, fp16, int8")
         if not any(precision in RUNTIMES[r] for r in runtimes):
             raise UserError(f"precision {precision} is not exported for {', '.join(runtimes)}: "
-                            "fp16 and int8 exist for --runtime tflite only")
+                            "fp16 and int8 exist for the tflite «runtime» only")
     if any(t < 1 for t in threads):
-        raise UserError("--threads must be at least 1")
+        raise UserError("«threads» must be at least 1")
 
 
 def plan_cases(target: Target, runtimes: list[str], precisions: list[str], shapes: list[str],
@@ -175,7 +175,7 @@ def plan_cases(target: Target, runtimes: list[str], precisions: list[str], shape
     for shape in parsed:
         n, _, h, w = shape
         check_fits(f"input {'x'.join(map(str, shape))}", int(n * h * w * target.bytes_per_pixel),
-                   "use a smaller --input")
+                   "use a smaller «input»")
     cases = [BenchCase(r, p, s, t) for s in parsed for t in threads for r in runtimes
              for p in precisions if p in target.runtimes[r]]
     if not cases:
@@ -304,3 +304,15 @@ def run_bench(target: Target, cases: list[BenchCase], warmup: int, runs: int, ro
              f"over {rounds} interleaved round(s), one process per case")
     results = run_cases(target, cases, warmup, runs, rounds, progress)
     return [case_record(target, r) for r in results]
+
+
+def bench(target: Target, runtimes: list[str], precisions: list[str], inputs: list[str], threads: list[int],
+          warmup: int, runs: int, rounds: int, weights: str, progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Check, plan, run: the host bench report (its schema: edgesr/bench/report.py)."""
+    from edgesr.bench import report as reports
+
+    check_options(runtimes, precisions, threads, warmup, runs, rounds)
+    cases = plan_cases(target, runtimes, precisions, inputs, threads)
+    report = reports.new_report(host_device(), {"warmup": warmup, "runs": runs, "rounds": rounds, "weights": weights})
+    report["cases"] = run_bench(target, cases, warmup, runs, rounds, progress)
+    return report

@@ -220,7 +220,7 @@ def load_report(path: Path) -> dict:
         raise UserError(f"{path} is not an edgesr benchmark report (schema {SCHEMA})")
     problem = schema_problem(report)
     if problem:
-        raise UserError(f"benchmark report {path} is damaged: {problem}; re-run 'edgesr bench --json' to write it again")
+        raise UserError(f"benchmark report {path} is damaged: {problem}; run the benchmark again to write it")
     return report
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesr.errors import EdgeSRError
+
 
 def _os_threads() -> int:
     task = Path("/proc/self/task")
@@ -99,7 +101,8 @@ def main() -> int:
                 latencies.append((time.perf_counter_ns() - start) / 1e6)
             reply({"latencies_ms": latencies})
     except Exception as exc:  # reported to the parent, which turns it into a one-line error
-        reply({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
+        text = exc.template if isinstance(exc, EdgeSRError) else str(exc)  # keeps the «option» marks
+        reply({"error": f"{type(exc).__name__}: {text}".splitlines()[0]})
         return 1
     return 0
 

@@ -9,10 +9,12 @@ import os
 import signal
 import sys
 
-from edgesr import __version__, interrupts
+from edgesr import interrupts
 from edgesr.cli import bench, evaluate, export, inspect, models, train, upscale, verify
 from edgesr.cli.common import Parser
-from edgesr.errors import Terminated, ToolError, UserError, os_error
+from edgesr.errors import Terminated, ToolError, UserError, cli_option, os_error
+from edgesr.extras import missing_extra
+from edgesr.version import __version__
 
 COMMANDS = (models, export, verify, inspect, bench, train, evaluate, upscale)
 
@@ -52,20 +54,27 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        return _fail(f"error: {exc}", 2)
+        return _fail(f"error: {exc.render(cli_option)}", 2)
     except ToolError as exc:
-        return _fail(f"error: {exc}", 1)
+        return _fail(f"error: {exc.render(cli_option)}", 1)
     except KeyboardInterrupt:
         return _fail("interrupted (Ctrl-C): temporary files removed, nothing half-written left", 130)
     except Terminated as exc:
         return _fail(f"stopped by {exc}: temporary files removed, nothing half-written left", 128 + exc.signum)
     except MemoryError:
         return _fail("error: out of memory: use smaller inputs (--sizes, --input, --tile) or a smaller variant", 1)
+    except ModuleNotFoundError as exc:
+        missing = missing_extra(exc)
+        return _fail(f"error: {missing}", 1) if missing else _internal(exc)
     except OSError as exc:
         return _fail(f"error: {os_error(exc, 'a file operation')}", 1)
     except Exception as exc:  # noqa: BLE001  (the last line of defence: never a traceback)
-        if os.environ.get("EDGESR_DEBUG"):
-            raise
-        text = " ".join(str(exc).split())[:300] or "no message"
-        return _fail(f"internal error: {type(exc).__name__}: {text} (a bug in edgesr: please report it with the "
-                     "command line; EDGESR_DEBUG=1 shows the traceback)", 1)
+        return _internal(exc)
+
+
+def _internal(exc: Exception) -> int:
+    if os.environ.get("EDGESR_DEBUG"):
+        raise exc
+    text = " ".join(str(exc).split())[:300] or "no message"
+    return _fail(f"internal error: {type(exc).__name__}: {text} (a bug in edgesr: please report it with the "
+                 "command line; EDGESR_DEBUG=1 shows the traceback)", 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgesr.cli.common import Parser, add_model_args, at_least, check_outputs, prepare, progress, say
+from edgesr.cli.common import Parser, add_model_args, at_least, check_outputs, open_exported, prepare, progress, say
 from edgesr.errors import UserError
 
 HOST_RUNTIMES = ["torch-train", "torch", "onnxruntime", "tflite"]
@@ -33,34 +33,23 @@ def _write(args: argparse.Namespace, report: dict) -> None:
 
 
 def _host(args: argparse.Namespace) -> int:
-    from edgesr.bench import report as reports
-    from edgesr.bench.host import check_options, file_target, host_device, model_target, plan_cases, run_bench
+    from edgesr.api import HOST_RUNTIMES, Model
 
+    options = dict(inputs=args.input, threads=args.threads, warmup=args.warmup, runs=args.runs, rounds=args.rounds,
+                   progress=progress)
     if args.model_file:
-        target = file_target(args.model_file)
-        args.runtime = args.runtime or list(target.runtimes)
-        args.precision = args.precision or [p for ps in target.runtimes.values() for p in ps]
-        cost_notes: list[str] = []
-        weights = str(args.model_file)
+        exported = open_exported(args, args.model_file)
+        meta = exported.metadata or {}
+        fmt = meta.get("runtime") or args.model_file.suffix.lstrip(".")
+        own = ({"onnx": "onnxruntime"}.get(fmt, fmt), meta.get("precision"))
+        if (args.runtime and args.runtime != [own[0]]) or (args.precision and args.precision != [own[1]]):
+            raise UserError(f"{args.model_file} runs on {own[0]} at {own[1]} only: drop --runtime/--precision")
+        result = exported.bench(**options)
     else:
-        args.runtime = args.runtime or HOST_RUNTIMES
-        args.precision = args.precision or ["fp32"]
-        check_options(args.runtime, args.precision, args.threads, args.warmup, args.runs, args.rounds)
-        prepared = prepare(args)
-        target = model_target(prepared)
-        cost_notes = prepared.family.cost_notes(prepared.deployable)
-        weights = prepared.weights
-    check_options(args.runtime, args.precision, args.threads, args.warmup, args.runs, args.rounds)
-    cases = plan_cases(target, args.runtime, args.precision, args.input, args.threads)
-    report = reports.new_report(host_device(), {"warmup": args.warmup, "runs": args.runs, "rounds": args.rounds,
-                                                "weights": weights})
-    report["cases"] = run_bench(target, cases, args.warmup, args.runs, args.rounds, progress)
-    say(args, f"bench {target.label} on {report['device']['name']} ({report['device']['cpu']['simd']})")
-    say(args, reports.format_table(report))
-    say(args, f"peak = {report['device']['peak_assumption']}")
-    for line in cost_notes:
-        say(args, line)
-    _write(args, report)
+        result = Model(prepare(args)).bench(runtimes=args.runtime or HOST_RUNTIMES,
+                                            precisions=args.precision or ["fp32"], **options)
+    say(args, result.table())
+    _write(args, result.report)
     return 0
 
 

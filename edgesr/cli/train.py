@@ -5,7 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgesr.cli.common import DEFAULT_MODEL, Parser, add_model_args, at_least, positive_float, progress, say
+from edgesr.cli.common import (
+    DEFAULT_MODEL,
+    Parser,
+    add_json,
+    add_model_args,
+    at_least,
+    check_outputs,
+    positive_float,
+    progress,
+    say,
+    write_json,
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,14 +28,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.val and args.val != "skimage":
         list_images(Path(args.val))  # a missing --val folder fails now, not after the training
+    check_outputs(args, args.json)
     request = TrainRequest(args.model or DEFAULT_MODEL, args.data, args.output, args.iters, args.variant, args.scale,
                            args.pixel_range, args.batch, args.patch, args.lr, args.seed, args.save_every, args.stage,
                            args.weights, args.resume, args.force)
     family, config, trained = run_training(request, progress, progress.bar)
     say(args, f"saved {args.output} ({args.output.stat().st_size / 1024:.0f} KiB)")
+    payload = {"output": str(args.output), "model": family.name, "config": config.to_dict(), "stage": args.stage,
+               "iterations": args.iters, "bytes": args.output.stat().st_size}
     if args.val:
         model = Model(Prepared(family, config, trained, family.deployable(trained.eval()), str(args.output), True))
-        print_report(args, model.evaluate(args.val, "deploy", progress), str(args.output))
+        report = model.evaluate(args.val, "deploy", progress)
+        print_report(args, report, str(args.output))
+        payload["eval"] = report.to_dict()
+    write_json(args, payload)
     return 0
 
 
@@ -45,5 +62,7 @@ def add(sub) -> None:
     parser.add_argument("--stage", help="a staged recipe's stage (classsr: branches, then classifier with frozen "
                         "branches, then joint); start each later stage from the previous one with --weights")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --output")
-    parser.add_argument("--force", action="store_true", help="start over even if --output exists")
+    parser.add_argument("--force", action="store_true", help="start over even if --output exists (and overwrite "
+                        "--json)")
+    add_json(parser, "what was trained (and the --val scores)")
     parser.set_defaults(func=run)

@@ -16,6 +16,7 @@ from edgesr.cli.common import (
     size_list,
     write_json,
 )
+from edgesr.errors import cli_option, render_options
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     say(args, f"inputs: random + real photo crop at each of {sizes}; worst case over all inputs; PSNR with peak "
               f"{cfg.pixel_range:g}")
     if not args.precision and prepared.family.verify_note:
-        say(args, f"note: {prepared.family.verify_note}")
+        say(args, f"note: {render_options(prepared.family.verify_note, cli_option)}")
     say(args, report.table())
     write_json(args, report.to_dict())
     if not report.passed:

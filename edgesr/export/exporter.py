@@ -155,7 +155,7 @@ def resolve_output(prepared: Prepared, fmt: str, precision: str, out: Path | Non
         if not out.is_dir():
             raise UserError(f"output {out} exists and is not a directory: choose another path")
         if not force:
-            raise UserError(f"output directory {out} already exists: pass --force to replace it")
+            raise UserError(f"output directory {out} already exists: pass «force» to replace it")
         if any(out.iterdir()) and not (out / bundle.MANIFEST).is_file():
             raise UserError(f"output directory {out} is not an edgesr bundle (no {bundle.MANIFEST}): refusing to "
                             "replace it; choose another path")

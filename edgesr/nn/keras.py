@@ -11,7 +11,8 @@ from edgesr.layout import oihw_to_hwio
 from edgesr.nn.tf import keras, tf
 
 
-def _np(t: torch.Tensor | np.ndarray) -> np.ndarray:
+def float64_array(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A weight as a float64 numpy array (torch tensors detached)."""
     return t.detach().double().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, dtype=np.float64)
 
 
@@ -20,7 +21,7 @@ def conv2d(weight: torch.Tensor | np.ndarray, bias: torch.Tensor | np.ndarray | 
            order: list[int] | None = None, hwio: bool = False):
     """A built Keras Conv2D holding (OIHW, or HWIO if `hwio`) weights, output channels reordered
     by `order`; padding 'same' unless strided ('valid'), as a PyTorch conv with k // 2 padding."""
-    kernel, b = _np(weight), None if bias is None else _np(bias)
+    kernel, b = float64_array(weight), None if bias is None else float64_array(bias)
     kernel = kernel if hwio else oihw_to_hwio(kernel)
     if order is not None:
         kernel, b = kernel[..., order], None if b is None else b[order]
@@ -39,7 +40,7 @@ def conv_like(layer: nn.Conv2d, name: str, activation: str | None = None, order:
 
 def prelu_like(layer: nn.PReLU, name: str):
     """A built Keras PReLU with a PyTorch PReLU's slopes (one slope: shared over H, W and C)."""
-    slopes = _np(layer.weight).astype(np.float32)
+    slopes = float64_array(layer.weight).astype(np.float32)
     prelu = keras.layers.PReLU(shared_axes=[1, 2, 3] if slopes.size == 1 else [1, 2], name=name)
     prelu.build((None, 8, 8, 1 if slopes.size == 1 else slopes.size))
     prelu.set_weights([slopes.reshape(prelu.get_weights()[0].shape)])

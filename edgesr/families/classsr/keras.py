@@ -16,64 +16,9 @@ import numpy as np
 import torch.nn as nn
 
 from edgesr.families.classsr.model import FSRCNN, Classifier, MSRResNet
-from edgesr.families.ecbsr.keras import DepthToSpace
-from edgesr.layout import depth_to_space_order, oihw_to_hwio
-from edgesr.nn.tf import keras, tf
-
-
-class SpatialMean(keras.layers.Layer):
-    """Global average pool, (N, H, W, C) -> (N, C) (lowers to MEAN)."""
-
-    def call(self, x):
-        return tf.reduce_mean(x, axis=[1, 2])
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[-1])
-
-
-class ResizeBilinear(keras.layers.Layer):
-    """Bilinear upscaling by an integer factor with static sizes (PyTorch align_corners=False)."""
-
-    def __init__(self, scale: int, **kwargs):
-        super().__init__(**kwargs)
-        self.scale = scale
-
-    def call(self, x):
-        return tf.image.resize(x, [x.shape[1] * self.scale, x.shape[2] * self.scale], method="bilinear")
-
-    def compute_output_shape(self, input_shape):
-        n, h, w, c = input_shape
-        return (n, h * self.scale, w * self.scale, c)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "scale": self.scale}
-
-
-def _np(t) -> np.ndarray:
-    return t.detach().double().numpy()
-
-
-def _conv(layer: nn.Conv2d, name: str, order: list[int] | None = None):
-    """A Keras Conv2D carrying a torch conv's weights ('same' padding unless strided)."""
-    weight, bias = _np(layer.weight), _np(layer.bias)
-    if order is not None:
-        weight, bias = weight[order], bias[order]
-    stride = layer.stride[0]
-    conv = keras.layers.Conv2D(weight.shape[0], weight.shape[2], strides=stride,
-                               padding="valid" if stride > 1 else "same", name=name)
-    conv.build((None, None, None, weight.shape[1]))
-    conv.set_weights([oihw_to_hwio(weight).astype(np.float32), bias.astype(np.float32)])
-    return conv
-
-
-def _prelu(layer: nn.PReLU, name: str):
-    """PReLU with the torch module's slopes (one shared slope -> shared over H, W and C)."""
-    slopes = _np(layer.weight).astype(np.float32)
-    shared = [1, 2, 3] if slopes.size == 1 else [1, 2]
-    prelu = keras.layers.PReLU(shared_axes=shared, name=name)
-    prelu.build((None, 8, 8, 1 if slopes.size == 1 else slopes.size))
-    prelu.set_weights([slopes.reshape(prelu.get_weights()[0].shape)])
-    return prelu
+from edgesr.layout import depth_to_space_order
+from edgesr.nn.keras import DepthToSpace, ResizeBilinear, SpatialMean, conv_like, float64_array, prelu_like
+from edgesr.nn.tf import keras
 
 
 def _input(colors: int, tile: int, name: str = "lr"):
@@ -86,34 +31,34 @@ def build_keras_classifier(classifier: Classifier, colors: int, tile: int) -> ke
     y = lr
     for i, layer in enumerate(classifier.CondNet):
         if isinstance(layer, nn.Conv2d):
-            y = _conv(layer, f"cond{i}")(y)
+            y = conv_like(layer, f"cond{i}")(y)
         else:
             y = keras.layers.LeakyReLU(negative_slope=layer.negative_slope, name=f"lrelu{i}")(y)
-    y = SpatialMean(name="pool")(y)
+    y = SpatialMean(keepdims=False, name="pool")(y)
     dense = keras.layers.Dense(classifier.lastOut.out_features, name="last_out")
     dense.build((None, classifier.lastOut.in_features))
-    dense.set_weights([_np(classifier.lastOut.weight).T.astype(np.float32),
-                       _np(classifier.lastOut.bias).astype(np.float32)])
+    dense.set_weights([float64_array(classifier.lastOut.weight).T.astype(np.float32),
+                       float64_array(classifier.lastOut.bias).astype(np.float32)])
     return keras.Model(lr, dense(y), name="classsr_classifier")
 
 
 def _fsrcnn(lr, net: FSRCNN):
     head, act = net.head_conv
-    y = _prelu(act, "head_prelu")(_conv(head, "head")(lr))
+    y = prelu_like(act, "head_prelu")(conv_like(head, "head")(lr))
     for i, layer in enumerate(net.body_conv):
         if isinstance(layer, nn.Sequential):
-            y = _prelu(layer[1], f"body{i}_prelu")(_conv(layer[0], f"body{i}")(y))
+            y = prelu_like(layer[1], f"body{i}_prelu")(conv_like(layer[0], f"body{i}")(y))
         elif isinstance(layer, nn.PReLU):
-            y = _prelu(layer, f"body{i}_prelu")(y)
+            y = prelu_like(layer, f"body{i}_prelu")(y)
         else:
-            y = _conv(layer, f"body{i}")(y)
+            y = conv_like(layer, f"body{i}")(y)
     tail = net.tail_conv
     s, k, p = tail.stride[0], tail.kernel_size[0], tail.padding[0]
     deconv = keras.layers.Conv2DTranspose(tail.out_channels, k, strides=s, padding="valid", name="tail")
     deconv.build((None, None, None, tail.in_channels))
     # torch ConvTranspose2d (in, out, kh, kw) -> Keras (kh, kw, out, in); both are conv2d's gradient, no flip
-    deconv.set_weights([np.ascontiguousarray(_np(tail.weight).transpose(2, 3, 1, 0)).astype(np.float32),
-                        _np(tail.bias).astype(np.float32)])
+    deconv.set_weights([np.ascontiguousarray(float64_array(tail.weight).transpose(2, 3, 1, 0)).astype(np.float32),
+                        float64_array(tail.bias).astype(np.float32)])
     y = deconv(y)  # (H - 1) s + k; torch keeps [p, p + sH)
     end = k - s - p
     return keras.layers.Cropping2D(((p, end), (p, end)), name="tail_crop")(y)
@@ -122,17 +67,17 @@ def _fsrcnn(lr, net: FSRCNN):
 def _srresnet(lr, net: MSRResNet):
     lrelu = keras.layers.LeakyReLU
     nf = net.conv_first.out_channels
-    y = lrelu(negative_slope=0.1, name="first_lrelu")(_conv(net.conv_first, "conv_first")(lr))
+    y = lrelu(negative_slope=0.1, name="first_lrelu")(conv_like(net.conv_first, "conv_first")(lr))
     for i, block in enumerate(net.recon_trunk):
-        z = keras.layers.ReLU(name=f"trunk{i}_relu")(_conv(block.conv1, f"trunk{i}_conv1")(y))
-        y = keras.layers.Add(name=f"trunk{i}_add")([y, _conv(block.conv2, f"trunk{i}_conv2")(z)])
+        z = keras.layers.ReLU(name=f"trunk{i}_relu")(conv_like(block.conv1, f"trunk{i}_conv1")(y))
+        y = keras.layers.Add(name=f"trunk{i}_add")([y, conv_like(block.conv2, f"trunk{i}_conv2")(z)])
     s = net.pixel_shuffle.upscale_factor
     stages = [net.upconv1, net.upconv2] if net.scale == 4 else [net.upconv1]
     for i, conv in enumerate(stages, start=1):
-        y = DepthToSpace(s, name=f"shuffle{i}")(_conv(conv, f"upconv{i}", depth_to_space_order(nf, s))(y))
+        y = DepthToSpace(s, name=f"shuffle{i}")(conv_like(conv, f"upconv{i}", depth_to_space_order(nf, s))(y))
         y = lrelu(negative_slope=0.1, name=f"up{i}_lrelu")(y)
-    y = lrelu(negative_slope=0.1, name="hr_lrelu")(_conv(net.HRconv, "HRconv")(y))
-    y = _conv(net.conv_last, "conv_last")(y)
+    y = lrelu(negative_slope=0.1, name="hr_lrelu")(conv_like(net.HRconv, "HRconv")(y))
+    y = conv_like(net.conv_last, "conv_last")(y)
     return keras.layers.Add(name="skip")([y, ResizeBilinear(net.scale, name="bilinear")(lr)])
 
 

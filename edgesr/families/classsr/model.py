@@ -52,6 +52,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgesr.errors import UserError
+from edgesr.family import DataclassConfig
 from edgesr.resources import Footprint
 from edgesr.tiling import Tiling
 
@@ -74,7 +75,7 @@ _SRRESNET = re.compile(r"^SRResNet(?:-(\d+)-(\d+)-(\d+))?(?:-B(\d+))?$", re.IGNO
 
 
 @dataclass(frozen=True)
-class ClassSRConfig:
+class ClassSRConfig(DataclassConfig):
     """Architecture of one ClassSR model: branch family, the three widths, depth, scale."""
 
     family: str = "FSRCNN"
@@ -372,7 +373,7 @@ def reparameterize(model: ClassSR, tiling: Tiling | None = None) -> ClassSRDeplo
 # --- checkpoints ----------------------------------------------------------------------------
 
 def _not_classsr(reason: str) -> UserError:
-    return UserError(f"checkpoint is not a ClassSR state_dict ({reason}); pass --model for the network it was "
+    return UserError(f"checkpoint is not a ClassSR state_dict ({reason}); pass «model» for the network it was "
                      "trained as")
 
 

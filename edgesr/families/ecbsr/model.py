@@ -8,7 +8,7 @@ load with strict=True. Official input convention: Y channel in 0..255 (BasicSR: 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from edgesr import fold
 from edgesr.errors import UserError
+from edgesr.family import DataclassConfig
 from edgesr.resources import Footprint
 
 PRESETS = ("M4C8", "M4C16", "M8C16", "M10C32", "M16C64")
@@ -25,7 +26,7 @@ _EDGE_BRANCHES = {"conv1x1_sbx": "sobelx", "conv1x1_sby": "sobely", "conv1x1_lpl
 
 
 @dataclass(frozen=True)
-class ECBSRConfig:
+class ECBSRConfig(DataclassConfig):
     """Architecture of one ECBSR network: M inner ECBs of C channels, upscale factor, colours."""
 
     num_modules: int = 4
@@ -38,9 +39,6 @@ class ECBSRConfig:
     @property
     def variant(self) -> str:
         return f"M{self.num_modules}C{self.channels}" + ("-RGB" if self.colors == 3 else "")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def parse_variant(variant: str, scale: int, pixel_range: float = 255.0) -> ECBSRConfig:
@@ -205,7 +203,7 @@ def config_from_state_dict(state_dict: dict, pixel_range: float = 255.0) -> ECBS
             shapes[int(match.group(1))] = tuple(value.shape)
     if len(shapes) < 2 or sorted(shapes) != list(range(len(shapes))):
         raise UserError("checkpoint is not an ECBSR state_dict: no backbone.<i>.conv3x3.weight keys "
-                        "(pass --model for the network it was trained as)")
+                        "(pass «model» for the network it was trained as)")
     first, last = shapes[0], shapes[len(shapes) - 1]
     colors, channels = first[1], first[0]
     scale_sq, rem = divmod(last[0], colors)

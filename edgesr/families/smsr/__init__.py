@@ -24,7 +24,7 @@ class SMSRFamily(Family):
     # the sparsity term and anneals tau (model.py).
     recipe = Recipe(lr=2e-4, batch=16, hr_patch={2: 192, 3: 288, 4: 384}, milestones=(0.2, 0.4, 0.6, 0.8))
     verify_precisions = ("fp32", "fp16")
-    verify_note = ("smsr checks fp32 and fp16 unless --precision is given: an int8 file decides most mask pixels "
+    verify_note = ("smsr checks fp32 and fp16 unless «precision» is given: an int8 file decides most mask pixels "
                    "within int8 noise of a tie, and the error model cannot bound what depends on such decisions "
                    "(measured: benchmarks/results/smsr-masks.md)")
 

@@ -15,13 +15,11 @@ Everything the TFLite converter sees is a native op with dynamic height and widt
 from __future__ import annotations
 
 import numpy as np
-import torch
 import torch.nn as nn
 
-from edgesr.families.ecbsr.keras import DepthToSpace
 from edgesr.families.smsr.model import DeploySMM, SMSRDeploy
-from edgesr.families.splitsr.keras import AddConstant, ChannelScale, ChannelSplit, SpatialMean
-from edgesr.layout import depth_to_space_order, oihw_to_hwio
+from edgesr.layout import depth_to_space_order
+from edgesr.nn.keras import AddConstant, ChannelScale, ChannelSplit, DepthToSpace, SpatialMean, conv2d, float64_array
 from edgesr.nn.tf import keras, tf
 
 
@@ -98,22 +96,6 @@ def convtranspose_phases(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarr
     return kernel, np.tile(bias, 4)
 
 
-def _conv(weight: torch.Tensor | np.ndarray, bias: torch.Tensor | np.ndarray | None, name: str,
-          activation: str | None = None, padding: str = "same", hwio: bool = False):
-    """A Keras Conv2D with the given (OIHW unless hwio) weights."""
-    w = weight.detach().double().numpy() if isinstance(weight, torch.Tensor) else weight
-    kernel = w if hwio else oihw_to_hwio(w)
-    conv = keras.layers.Conv2D(kernel.shape[3], kernel.shape[0], padding=padding, activation=activation,
-                               use_bias=bias is not None, name=name)
-    conv.build((1, None, None, kernel.shape[2]))
-    weights = [kernel.astype(np.float32)]
-    if bias is not None:
-        b = bias.detach().double().numpy() if isinstance(bias, torch.Tensor) else bias
-        weights.append(b.astype(np.float32))
-    conv.set_weights(weights)
-    return conv
-
-
 def _split(x, sizes: list[int], name: str) -> list:
     """Channel groups of x (no op when there is only one non-empty group)."""
     if sum(1 for s in sizes if s) < 2:
@@ -123,11 +105,11 @@ def _split(x, sizes: list[int], name: str) -> list:
 
 def _spatial_mask(x, branch: nn.Sequential, name: str):
     conv0, _, _, conv1, _, up = branch
-    y = _conv(conv0.weight, conv0.bias, f"{name}_m0", "relu")(x)
+    y = conv2d(conv0.weight, conv0.bias, f"{name}_m0", "relu")(x)
     y = keras.layers.AveragePooling2D(2, name=f"{name}_pool")(y)
-    y = _conv(conv1.weight, conv1.bias, f"{name}_m1", "relu")(y)
-    kernel, bias = convtranspose_phases(up.weight.detach().double().numpy(), up.bias.detach().double().numpy())
-    y = _conv(kernel, bias, f"{name}_up", hwio=True)(y)
+    y = conv2d(conv1.weight, conv1.bias, f"{name}_m1", "relu")(y)
+    kernel, bias = convtranspose_phases(float64_array(up.weight), float64_array(up.bias))
+    y = conv2d(kernel, bias, f"{name}_up", hwio=True)(y)
     return HardMask(name=f"{name}_mask")(DepthToSpace(2, name=f"{name}_up_shuffle")(y))
 
 
@@ -140,22 +122,22 @@ def _smm(x, smm: DeploySMM, name: str, masks: list):
         d_in, s_in = _split(fea, [dense_in, sparse_in], f"{name}_l{i}_split")
         y = None
         if layer.from_dense is not None:
-            y = _conv(layer.from_dense.weight, None, f"{name}_l{i}_dense")(d_in)
+            y = conv2d(layer.from_dense.weight, None, f"{name}_l{i}_dense")(d_in)
             if sparse_out:
                 d_out, s_out = _split(y, [dense_out, sparse_out], f"{name}_l{i}_osplit")
                 s_out = ChannelScale(name=f"{name}_l{i}_gate_ds")([s_out, mask])
                 y = s_out if d_out is None else keras.layers.Concatenate(name=f"{name}_l{i}_cat")([d_out, s_out])
         if layer.from_sparse is not None:
-            z = _conv(layer.from_sparse.weight, None, f"{name}_l{i}_sparse")(s_in)
+            z = conv2d(layer.from_sparse.weight, None, f"{name}_l{i}_sparse")(s_in)
             z = ChannelScale(name=f"{name}_l{i}_gate_s")([z, mask])
             y = z if y is None else keras.layers.Add(name=f"{name}_l{i}_add")([y, z])
         fea = keras.layers.ReLU(name=f"{name}_l{i}_relu")(y)
         outs.append(fea)
-    y = _conv(smm.collect.weight, smm.collect.bias, f"{name}_collect")(
+    y = conv2d(smm.collect.weight, smm.collect.bias, f"{name}_collect")(
         keras.layers.Concatenate(name=f"{name}_cat")(outs))
     w = SpatialMean(name=f"{name}_ca_pool")(y)
-    w = _conv(smm.ca.conv_du[0].weight, smm.ca.conv_du[0].bias, f"{name}_ca_down", "relu")(w)
-    w = _conv(smm.ca.conv_du[2].weight, smm.ca.conv_du[2].bias, f"{name}_ca_up", "sigmoid")(w)
+    w = conv2d(smm.ca.conv_du[0].weight, smm.ca.conv_du[0].bias, f"{name}_ca_down", "relu")(w)
+    w = conv2d(smm.ca.conv_du[2].weight, smm.ca.conv_du[2].bias, f"{name}_ca_up", "sigmoid")(w)
     y = ChannelScale(name=f"{name}_ca_mul")([y, w])
     return keras.layers.Add(name=f"{name}_res")([y, x])
 
@@ -167,21 +149,21 @@ def build_keras_smsr(deploy: SMSRDeploy, with_masks: bool = False) -> keras.Mode
     s = cfg.scale
     lr = keras.Input(shape=(None, None, 3), batch_size=1, name="lr")
     x = PadToEven(name="pad_even")(lr)
-    y = AddConstant(deploy.input_offset.detach().double().numpy(), name="input_offset")(x)
-    y = _conv(deploy.head[0].weight, deploy.head[0].bias, "head0", "relu")(y)
-    feat = _conv(deploy.head[2].weight, deploy.head[2].bias, "head2")(y)
+    y = AddConstant(float64_array(deploy.input_offset), name="input_offset")(x)
+    y = conv2d(deploy.head[0].weight, deploy.head[0].bias, "head0", "relu")(y)
+    feat = conv2d(deploy.head[2].weight, deploy.head[2].bias, "head2")(y)
     fea, outs, masks = feat, [], []
     for k, smm in enumerate(deploy.body):
         fea = _smm(fea, smm, f"smm{k}", masks)
         outs.append(fea)
     y = keras.layers.Concatenate(name="collect_cat")(outs) if len(outs) > 1 else outs[0]
-    y = _conv(deploy.collect[0].weight, deploy.collect[0].bias, "collect0", "relu")(y)
-    y = _conv(deploy.collect[2].weight, deploy.collect[2].bias, "collect2")(y)
+    y = conv2d(deploy.collect[0].weight, deploy.collect[0].bias, "collect0", "relu")(y)
+    y = conv2d(deploy.collect[2].weight, deploy.collect[2].bias, "collect2")(y)
     y = keras.layers.Add(name="long_skip")([y, feat])
     order = depth_to_space_order(3, s)
     tail = deploy.tail[0]
-    y = _conv(tail.weight[order], tail.bias[order], "tail")(y)
-    bicubic = _conv(deploy.bicubic[order], None, "bicubic", padding="valid")(ReplicatePad2(name="bicubic_pad")(x))
+    y = conv2d(tail.weight[order], tail.bias[order], "tail")(y)
+    bicubic = conv2d(deploy.bicubic[order], None, "bicubic", padding="valid")(ReplicatePad2(name="bicubic_pad")(x))
     y = DepthToSpace(s, name="shuffle")(keras.layers.Add(name="bicubic_add")([y, bicubic]))
     sr = CropLike(s, name="crop")([y, lr])
     name = f"smsr_{cfg.variant.lower().replace('-', '_')}_x{s}"

@@ -50,14 +50,16 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from edgesr.errors import UserError
-from edgesr.families.splitsr.model import CALayer, MeanShift, fold_input_affine, fold_output_affine
+from edgesr.family import DataclassConfig
+from edgesr.fold import fold_input_affine, fold_output_affine
+from edgesr.nn.layers import CALayer, MeanShift
 from edgesr.resources import Footprint
 
 SCALES = (2, 3, 4)
@@ -73,7 +75,7 @@ _VARIANT = re.compile(r"^C(\d+)-K(\d+)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class SMSRConfig:
+class SMSRConfig(DataclassConfig):
     """Architecture of one SMSR network: C feature channels, K sparse mask modules."""
 
     channels: int = 64
@@ -102,9 +104,6 @@ class SMSRConfig:
     @property
     def variant(self) -> str:
         return f"C{self.channels}-K{self.modules}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def parse_variant(variant: str, scale: int, pixel_range: float = 255.0) -> SMSRConfig:
@@ -457,7 +456,7 @@ def is_deploy_state_dict(state_dict: dict) -> bool:
 
 
 def _not_smsr(reason: str) -> UserError:
-    return UserError(f"checkpoint is not an SMSR state_dict ({reason}); pass --model for the network "
+    return UserError(f"checkpoint is not an SMSR state_dict ({reason}); pass «model» for the network "
                      "it was trained as")
 
 

@@ -66,17 +66,18 @@ Everything else (split blocks, RCABs, upsampler) is already its inference form.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from edgesr.errors import UserError
+from edgesr.family import DataclassConfig
+from edgesr.fold import fold_input_affine, fold_output_affine
+from edgesr.nn.layers import CALayer, MeanShift
 from edgesr.resources import Footprint
 
 SCALES = (2, 3, 4)
-RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K, as RCAN/EDSR
-RGB_STD = (1.0, 1.0, 1.0)
 REDUCTION = 16  # RCAN's channel-attention reduction
 PRESETS = (
     "A0.25-G6B6-H3-C64",   # default: the paper-scale hybrid (3 split groups + 3 RCAN groups)
@@ -89,7 +90,7 @@ _VARIANT = re.compile(r"^A(\d*\.?\d+)-G(\d+)B(\d+)-H(\d+)-C(\d+)$", re.IGNORECAS
 
 
 @dataclass(frozen=True)
-class SplitSRConfig:
+class SplitSRConfig(DataclassConfig):
     """Architecture of one SplitSR network."""
 
     alpha: float = 0.25
@@ -134,9 +135,6 @@ class SplitSRConfig:
     def variant(self) -> str:
         return f"A{self.alpha:g}-G{self.groups}B{self.blocks}-H{self.hybrid_index}-C{self.channels}"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def parse_variant(variant: str, scale: int, pixel_range: float = 255.0) -> SplitSRConfig:
     """'A0.25-G6B6-H3-C64' -> config (alpha, groups x blocks, hybrid index, channels)."""
@@ -154,32 +152,6 @@ def parse_variant(variant: str, scale: int, pixel_range: float = 255.0) -> Split
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
-
-
-class MeanShift(nn.Conv2d):
-    """RCAN's MeanShift: a frozen 1x1 conv y = x / std + sign * pixel_range * mean / std."""
-
-    def __init__(self, pixel_range: float, sign: int, mean=RGB_MEAN, std=RGB_STD):
-        super().__init__(3, 3, kernel_size=1)
-        std_t = torch.tensor(std, dtype=torch.float32)
-        with torch.no_grad():
-            self.weight.copy_(torch.eye(3).view(3, 3, 1, 1) / std_t.view(3, 1, 1, 1))
-            self.bias.copy_(sign * pixel_range * torch.tensor(mean, dtype=torch.float32) / std_t)
-        for p in self.parameters():
-            p.requires_grad = False
-
-
-class CALayer(nn.Module):
-    """RCAN channel attention: avgpool, 1x1 (C->C/r), ReLU, 1x1 (C/r->C), sigmoid, multiply."""
-
-    def __init__(self, channels: int, squeeze: int):
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.conv_du = nn.Sequential(nn.Conv2d(channels, squeeze, 1), nn.ReLU(),
-                                     nn.Conv2d(squeeze, channels, 1), nn.Sigmoid())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.conv_du(self.avg_pool(x))
 
 
 class RCAB(nn.Module):
@@ -302,33 +274,13 @@ class SplitSRPlain(_Trunk):
         return self._trunk(x + self.input_offset)
 
 
-def fold_input_affine(affine_w: torch.Tensor, affine_b: torch.Tensor,
-                      conv_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A zero-padded conv (conv_w) after a 1x1 affine z = A x + c, rewritten as the conv
-    (conv_w . A) after z' = x + d with d = A^-1 c. Exact at the borders: the padded zeros
-    of z' map to the padded zeros of z only if the offset d stays outside the conv.
-    Returns (folded kernel, d), float64."""
-    a = affine_w.detach().double().flatten(1)  # (out, in) of the 1x1 conv
-    offset = torch.linalg.solve(a, affine_b.detach().double())
-    kernel = torch.einsum("ojhw,ji->oihw", conv_w.detach().double(), a)
-    return kernel, offset
-
-
-def fold_output_affine(conv_w: torch.Tensor, conv_b: torch.Tensor, affine_w: torch.Tensor,
-                       affine_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A 1x1 affine y = A z + c after a conv (W, b) folded into the conv: (A W, A b + c), float64."""
-    a = affine_w.detach().double().flatten(1)
-    kernel = torch.einsum("oj,jihw->oihw", a, conv_w.detach().double())
-    return kernel, a @ conv_b.detach().double() + affine_b.detach().double()
-
-
 def is_deploy_state_dict(state_dict: dict) -> bool:
     """True for a SplitSRPlain checkpoint (explicit input offset, no MeanShift modules)."""
     return "input_offset" in state_dict and "sub_mean.weight" not in state_dict
 
 
 def _not_splitsr(reason: str) -> UserError:
-    return UserError(f"checkpoint is not a SplitSR state_dict ({reason}); pass --model for the network "
+    return UserError(f"checkpoint is not a SplitSR state_dict ({reason}); pass «model» for the network "
                      "it was trained as")
 
 
