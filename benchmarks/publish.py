@@ -52,7 +52,8 @@ def to_markdown(report: dict) -> str:
     train = {(c["model"], c["variant"], c["scale"], tuple(c["input"]), c["threads"]): c["latency"]["median_ms"]
              for c in report["cases"] if c["runtime"] == "torch-train"}
     speedup_header = " vs training graph |" if train else ""
-    lines = [f"| model | runtime | prec | threads | median ms | p90 ms |{speedup_header} GFLOP/s | % of peak | peak MB |",
+    lines = [f"| model | runtime | prec | threads | median ms | p90 ms |{speedup_header} GFLOP/s | % of peak | "
+             "peak MB |",
              "|---|---|---|---:|---:|---:|" + ("---:|" if train else "") + "---:|---:|---:|"]
     for c in report["cases"]:
         speedup = ""

@@ -73,7 +73,8 @@ def measure(models=SHIPPED) -> dict:
 def to_markdown(result: dict) -> str:
     """The README table: one row per model and graph, with the loss vs the model's first graph
     (the training graph)."""
-    lines = ["| model | graph | PSNR-Y dB | SSIM-Y | PSNR-RGB dB | bicubic PSNR-Y | gain over bicubic | vs first graph |",
+    lines = ["| model | graph | PSNR-Y dB | SSIM-Y | PSNR-RGB dB | bicubic PSNR-Y | gain over bicubic | "
+             "vs first graph |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     first: dict[tuple, float] = {}
     for r in result["rows"]:

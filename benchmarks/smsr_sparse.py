@@ -104,7 +104,8 @@ def measure(deploy, x: torch.Tensor, crossover: float, warmup: int, runs: int) -
     ms = {name: statistics.median(t) for name, t in times.items()}
     return {"measured_density": statistics.fmean(measured), "per_smm_density": measured,
             "macs_dense": dense_macs, "macs_sparse": dense_macs - saved, "ms": ms, "runs_ms": times,
-            "max_abs_vs_dense": errors, "bound_used_vs_dense": used, "speedup": {name: ms["dense-masked"] / ms[name] for name in ("sparse", "auto")}}
+            "max_abs_vs_dense": errors, "bound_used_vs_dense": used,
+            "speedup": {name: ms["dense-masked"] / ms[name] for name in ("sparse", "auto")}}
 
 
 def _settings(variant: str, scale: int, size: tuple[int, int], crossover: float, warmup: int, runs: int,

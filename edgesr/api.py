@@ -231,7 +231,8 @@ class Model:
         return self.prepared.deployable
 
     def __repr__(self) -> str:
-        return f"<edgesr.Model {self.label} ({self.io.color_space}, 0..{self.io.pixel_range:g}), weights {self.weights}>"
+        io = self.io
+        return f"<edgesr.Model {self.label} ({io.color_space}, 0..{io.pixel_range:g}), weights {self.weights}>"
 
     def export(self, format: str = "tflite", precision: str = "fp32", out: str | Path | None = None,
                force: bool = False, progress: Progress = _quiet) -> ExportReport:
@@ -276,7 +277,8 @@ class Model:
             return prepared.family.reference(prepared.train, prepared.deployable), prepared.train
         if graph not in ("train", "deploy"):
             raise UserError(f"unknown graph '{graph}': choose train or deploy")
-        module = prepared.train if prepared.train is not None else next(iter(prepared.deployable.graphs.values())).module
+        first = next(iter(prepared.deployable.graphs.values())).module
+        module = prepared.train if prepared.train is not None else first
         self._runner_used = prepared.deployable.torch_runner()
         return self._runner_used, module
 

@@ -176,9 +176,9 @@ def format_table(checks: list[Check]) -> str:
 def explain_bounds() -> str:
     """The line `verify` prints under its table."""
     return (f"deviation = |(candidate - reference) - what the candidate's precision predicts|; "
-            f"bound = {LAMBDA:g} sigma of the rounding-error model at that output element (edgesr/error_model.py): fp32 arithmetic over the "
-            "magnitudes summed along the path; fp16 files add their fp16 weights exactly; int8 files their "
-            "clamping ranges exactly and their rounding as noise")
+            f"bound = {LAMBDA:g} sigma of the rounding-error model at that output element (edgesr/error_model.py): "
+            "fp32 arithmetic over the magnitudes summed along the path; fp16 files add their fp16 weights "
+            "exactly; int8 files their clamping ranges exactly and their rounding as noise")
 
 
 def cached(model: Callable[[np.ndarray], Modelled]) -> Callable[[np.ndarray], Modelled]:

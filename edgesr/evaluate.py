@@ -65,7 +65,8 @@ def score_image(name: str, sr_rgb: np.ndarray, bicubic_rgb: np.ndarray, hr_rgb: 
     for rgb in (sr_rgb, bicubic_rgb):
         rgb8 = to_uint8(rgb)
         y = _crop(np.round(rgb_to_y(rgb8 / 255.0) * 255.0), scale)
-        metrics += [psnr(hr_y, y, 255.0), ssim_y(y, hr_y), psnr(_crop(to_uint8(hr_rgb), scale), _crop(rgb8, scale), 255.0)]
+        metrics += [psnr(hr_y, y, 255.0), ssim_y(y, hr_y),
+                    psnr(_crop(to_uint8(hr_rgb), scale), _crop(rgb8, scale), 255.0)]
     return ImageScores(name, *metrics)
 
 

@@ -87,7 +87,8 @@ class OnnxGraph:
         try:
             return self.bind(x)()
         except Exception as exc:  # noqa: BLE001
-            raise ToolError(f"ONNX Runtime failed on {self.path.name} for input {x.shape}: {_first_line(exc)}") from None
+            raise ToolError(f"ONNX Runtime failed on {self.path.name} for input {x.shape}: "
+                            f"{_first_line(exc)}") from None
 
     def bind(self, x: np.ndarray) -> Callable[[], np.ndarray]:
         feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
@@ -218,9 +219,11 @@ def check_io(graph: Graph, path: Path, colors: int, scale: int, described: str) 
         raise
     except Exception as exc:  # noqa: BLE001  (ToolError included: the runtime rejected the input's layout)
         raise UserError(f"model file {path} does not run on {colors}-channel input ({_first_line(exc)}): it was "
-                        f"exported for another model than {described}; pass the matching «model» and «variant»") from None
+                        f"exported for another model than {described}; pass the matching «model» and "
+                        "«variant»") from None
     expected = (1, colors, 32 * scale, 32 * scale)
     if shape != expected:
         found = f"x{shape[2] / 32:g} with {shape[1]} channel(s)" if len(shape) == 4 else f"output shape {shape}"
-        raise UserError(f"model file {path} upscales {found}, but {described} upscales x{scale} with {colors} channel(s): "
+        raise UserError(f"model file {path} upscales {found}, but {described} upscales x{scale} with {colors} "
+                        "channel(s): "
                         "pass the «variant» and «scale» it was exported with")

@@ -138,8 +138,8 @@ def _stage(family: Family, recipe: Recipe, stage: str | None) -> str | None:
     """A staged recipe (ClassSR) needs a stage; a one-stage recipe refuses one."""
     stages = recipe.stages
     if stages and stage is None:
-        raise UserError(f"{family.name} trains in {len(stages)} stages: {', then '.join(stages)}: pass «stage»; each later "
-                        "stage starts from the previous stage's checkpoint («weights»)")
+        raise UserError(f"{family.name} trains in {len(stages)} stages: {', then '.join(stages)}: pass «stage»; "
+                        "each later stage starts from the previous stage's checkpoint («weights»)")
     if stage is not None and stage not in stages:
         if not stages:
             raise UserError(f"{family.name} trains in one stage: drop «stage» ({stage})")
@@ -171,7 +171,8 @@ def _check_output(request: TrainRequest) -> None:
     if request.resume and request.force:
         raise UserError("«resume» continues the run in «output», «force» starts it over: pass one of them")
     if output.is_dir():
-        raise UserError(f"output {output} is a directory: pass the checkpoint file to write, e.g. {output / 'model.pt'}")
+        raise UserError(f"output {output} is a directory: pass the checkpoint file to write, e.g. "
+                        f"{output / 'model.pt'}")
     if request.resume and not output.exists():
         raise UserError(f"there is no run to resume: {output} does not exist (start a new run, or pass the output of "
                         "the interrupted one)")

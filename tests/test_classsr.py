@@ -564,7 +564,8 @@ def test_resume_refuses_another_stage(hr_folder, tmp_path, interrupt_training, c
     assert cli_main(argv + ["--stage", "branches"]) == 130
     capsys.readouterr()
     assert cli_main(argv + ["--stage", "joint", "--resume"]) == 2
-    assert "was saved in training stage branches, not joint: --resume it with --stage branches" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "was saved in training stage branches, not joint: --resume it with --stage branches" in err
     assert cli_main(argv + ["--stage", "branches", "--resume"]) == 0
     assert read_checkpoint(tmp_path / "run.pt").metadata["iterations"] == 4
 

@@ -143,6 +143,7 @@ def test_the_checks_catch_what_they_forbid():
     assert upward(graph) == ["edgesr.errors (base) imports edgesr.api (api)"]
     assert cycles(graph) == [["edgesr.api", "edgesr.errors"]]
     assert _family("edgesr.families.smsr.keras") == "smsr" and _family("edgesr.families") is None
-    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import edgesr.api\nimport edgesr.errors\n")
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import edgesr.api\n"
+                     "import edgesr.errors\n")
     names = [a.name for n in _runtime_nodes(tree) if isinstance(n, ast.Import) for a in n.names]
     assert names == ["edgesr.errors"]

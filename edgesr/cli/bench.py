@@ -128,7 +128,8 @@ def add(sub) -> None:
     device.add_argument("--adb", help="adb client binary (default: adb on PATH; honours ANDROID_ADB_SERVER_PORT)")
     device.add_argument("--benchmark-binary", type=Path, metavar="PATH",
                         help="TFLite benchmark_model for the phone's ABI (see android_bench/README.md)")
-    device.add_argument("--delegate", nargs="+", default=["xnnpack"], help="cpu, xnnpack, gpu, nnapi (default: xnnpack)")
+    device.add_argument("--delegate", nargs="+", default=["xnnpack"],
+                        help="cpu, xnnpack, gpu, nnapi (default: xnnpack)")
     device.add_argument("--cores", default="big", help="big, little, all or a hex CPU mask (default: big)")
     device.add_argument("--cooldown", type=at_least(0), default=5, help="seconds to idle before each run (default: 5)")
     device.add_argument("--max-temp", type=float, metavar="C",

@@ -82,15 +82,16 @@ class ExportReport:
     def format(self) -> str:
         single = len(self.files) == 1 and self.files[0].name == "deploy"
         where = str(self.path) + ("" if single else "/")
-        lines = [f"exported {self.label} ({self.io.color_space}, 0..{self.io.pixel_range:g}) {self.fmt} {self.precision} "
+        io = self.io
+        lines = [f"exported {self.label} ({io.color_space}, 0..{io.pixel_range:g}) {self.fmt} {self.precision} "
                  f"-> {where}", f"  weights  {self.weights}"]
         train = f" (training graph {self.train_params:,})" if self.train_params else ""
         if single:
             f = self.files[0]
             lines += [f"  size     {f.size_bytes / 1024:.1f} KiB",
                       f"  params   {f.params:,} deploy graph{train}",
-                      f"  MACs     {f.macs_per_pixel:,.0f} per LR pixel = {f.macs_per_pixel * 360 * 640 / 1e9:.2f} GMAC "
-                      "at 360x640 LR"]
+                      f"  MACs     {f.macs_per_pixel:,.0f} per LR pixel = "
+                      f"{f.macs_per_pixel * 360 * 640 / 1e9:.2f} GMAC at 360x640 LR"]
         else:
             lines.append(f"  {'graph':<12} {'file':<18} {'KiB':>7} {'params':>9} {'MACs/px':>9}  ops")
             for f in self.files:
@@ -104,9 +105,10 @@ class ExportReport:
         else:
             lines.append(f"  ops      {transpose} in any graph")
         for c in self.checks:
-            lines.append(f"  parity   {c.reference} vs {c.candidate} over {c.inputs} inputs: max-abs {c.stats.max_abs:.3g}, "
-                         f"PSNR {c.stats.psnr_db:.1f} dB; deviation from the {c.precision} error model "
-                         f"{c.deviation:.3g} (bound {c.bound:.3g}, {100 * c.used:.0f}% used): {c.result}")
+            lines.append(f"  parity   {c.reference} vs {c.candidate} over {c.inputs} inputs: "
+                         f"max-abs {c.stats.max_abs:.3g}, PSNR {c.stats.psnr_db:.1f} dB; deviation from the "
+                         f"{c.precision} error model {c.deviation:.3g} (bound {c.bound:.3g}, "
+                         f"{100 * c.used:.0f}% used): {c.result}")
         return "\n".join(lines)
 
 

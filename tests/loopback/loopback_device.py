@@ -810,7 +810,8 @@ def _sh_quote(text: str) -> str:
 
 def _getprop_script(props: dict[str, str]) -> str:
     listing = "\n".join(f"[{key}]: [{value}]" for key, value in sorted(props.items()))
-    cases = "\n".join(f"  {_sh_quote(key)}) printf '%s\\n' {_sh_quote(value)} ;;" for key, value in sorted(props.items()))
+    cases = "\n".join(f"  {_sh_quote(key)}) printf '%s\\n' {_sh_quote(value)} ;;"
+                      for key, value in sorted(props.items()))
     return ("#!/bin/sh\n"
             "# getprop of the loopback adb device: no argument lists every property,\n"
             "# `getprop KEY [DEFAULT]` prints one value (or DEFAULT, or an empty line).\n"

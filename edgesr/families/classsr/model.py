@@ -402,7 +402,8 @@ def config_from_state_dict(state_dict: dict, pixel_range: float = 1.0) -> ClassS
     if not any(k.startswith("classifier.") for k in state_dict):
         if any(k.startswith(("head_conv.", "conv_first.")) for k in state_dict):
             raise UserError("checkpoint holds one branch (no classifier.* or net1/net2/net3.* keys): load branch "
-                            "checkpoints with edgesr.families.classsr.model.load_branches, or pass a full ClassSR checkpoint")
+                            "checkpoints with edgesr.families.classsr.model.load_branches, or pass a full ClassSR "
+                            "checkpoint")
         raise _not_classsr("no classifier.* keys")
     found = [branch_config(state_dict, f"net{k}.") for k in (1, 2, 3)]
     families, depths, shrinks, scales = ({f[i] for f in found} for i in (0, 2, 3, 4))
