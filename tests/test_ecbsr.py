@@ -15,6 +15,7 @@ from edgesr.families.ecbsr.model import (
     is_deploy_state_dict,
     parse_variant,
 )
+from edgesr.family import get_family
 from edgesr.model import RandomWeightsWarning, prepare
 
 OFFICIAL_BLOCK_KEYS = {
@@ -142,7 +143,7 @@ def test_variant_parsing():
     with pytest.raises(UserError, match="unknown ecbsr variant"):
         parse_variant("M4", 2)
     with pytest.raises(UserError, match="scale 5"):
-        parse_variant("M4C16", 5)
+        get_family("ecbsr").config("M4C16", 5)
 
 
 def test_deploy_checkpoint_round_trip(tmp_path):

@@ -117,8 +117,6 @@ class ClassSRConfig(DataclassConfig):
 def parse_variant(variant: str, scale: int, pixel_range: float = 1.0) -> ClassSRConfig:
     """'FSRCNN' / 'FSRCNN-16-36-56[-S12M4]' / 'SRResNet' / 'SRResNet-36-52-64[-B16]' -> config."""
     text = variant.strip()
-    if scale not in SCALES:
-        raise UserError(f"classsr does not support scale {scale}: choose one of {', '.join(map(str, SCALES))}")
     for family, pattern in (("FSRCNN", _FSRCNN), ("SRResNet", _SRRESNET)):
         match = pattern.match(text)
         if not match:

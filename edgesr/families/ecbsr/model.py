@@ -47,8 +47,6 @@ def parse_variant(variant: str, scale: int, pixel_range: float = 255.0) -> ECBSR
     if not match or int(match.group(2)) < 1:
         raise UserError(f"unknown ecbsr variant '{variant}': use M<modules>C<channels>[-RGB], "
                         f"e.g. {', '.join(PRESETS)}")
-    if scale not in SCALES:
-        raise UserError(f"ecbsr does not support scale {scale}: choose one of {', '.join(map(str, SCALES))}")
     colors = 3 if match.group(3) else 1
     return ECBSRConfig(int(match.group(1)), int(match.group(2)), scale, colors, pixel_range=pixel_range)
 

@@ -111,8 +111,6 @@ def parse_variant(variant: str, scale: int, pixel_range: float = 255.0) -> SMSRC
     match = _VARIANT.match(variant.strip())
     if not match:
         raise UserError(f"unknown smsr variant '{variant}': use C<channels>-K<modules>, e.g. {', '.join(PRESETS)}")
-    if scale not in SCALES:
-        raise UserError(f"smsr does not support scale {scale}: choose one of {', '.join(map(str, SCALES))}")
     return SMSRConfig(int(match.group(1)), int(match.group(2)), scale, 3, pixel_range)
 
 

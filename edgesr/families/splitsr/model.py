@@ -142,8 +142,6 @@ def parse_variant(variant: str, scale: int, pixel_range: float = 255.0) -> Split
     if not match:
         raise UserError(f"unknown splitsr variant '{variant}': use A<alpha>-G<groups>B<blocks>-H<hybrid index>-"
                         f"C<channels>, e.g. {', '.join(PRESETS)}")
-    if scale not in SCALES:
-        raise UserError(f"splitsr does not support scale {scale}: choose one of {', '.join(map(str, SCALES))}")
     alpha, groups, blocks, hybrid, channels = (float(match.group(1)), *map(int, match.group(2, 3, 4, 5)))
     if channels >= 1 and 0 < alpha <= 1 and abs(alpha * channels - round(alpha * channels)) <= 1e-6:
         alpha = round(alpha * channels) / channels  # canonical: 0.250 -> 0.25, exactly a / C
