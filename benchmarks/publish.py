@@ -33,6 +33,7 @@ class Suite:
     warmup: int
     runs: int
     rounds: int
+    quality: bool = False  # also score each exported precision on the held-out photos (PSNR-Y loss vs fp32)
 
 
 SUITES = {
@@ -44,7 +45,49 @@ SUITES = {
         "ecbsr-presets", "ECBSR presets, 360x640 LR, x2 and x4, deploy graph, 1 thread",
         tuple(("ecbsr", v, s) for v in ("M4C8", "M4C16", "M8C16", "M10C32", "M16C64") for s in (2, 4)),
         ("torch", "onnxruntime", "tflite"), ("fp32",), ("360x640",), (1,), warmup=1, runs=6, rounds=2),
+    "ecbsr-int8": Suite(
+        "ecbsr-int8", "ECBSR-M4C16 (shipped weights) in LiteRT: fp32, fp16 and int8 (default form), photo input",
+        (("ecbsr", "M4C16", 4), ("ecbsr", "M4C16", 2)), ("tflite",), ("fp32", "fp16", "int8"), ("270x480", "360x640"),
+        (1, 2), warmup=3, runs=20, rounds=4, quality=True),
 }
+
+
+def _ceiling(c: dict) -> str:
+    fraction = c.get("ceiling_fraction")
+    return "-" if fraction is None else f"{100 * fraction:.1f}"
+
+
+def _measured_on(report: dict) -> str:
+    device, settings = report["device"], report["settings"]
+    ceiling = reports.ceiling_line(device) or "peak = " + device.get("peak_assumption", "?")
+    return (f"Measured {report['created'][:10]} on {device['name']} ({device['cpu']['logical_cores']} cores, "
+            f"{device['cpu']['simd']}), {settings.get('input_data', 'noise')} input; {ceiling}; {settings['runs']} "
+            f"timed runs per case over {settings['rounds']} interleaved rounds, one process per case. Weights: "
+            + settings["weights"] + ".")
+
+
+def int8_markdown(report: dict) -> str:
+    """The README table of a precision suite: speed relative to fp32 in the same run, XNNPACK
+    partitions, and the PSNR-Y each file loses to fp32 on the held-out photos."""
+    fp32 = {(c["scale"], tuple(c["input"]), c["threads"]): c["latency"]["median_ms"]
+            for c in report["cases"] if c["precision"] == "fp32"}
+    quality = report.get("quality", {})
+    lines = ["| model | prec | LR input | threads | median ms | speed vs fp32 | XNNPACK partitions (ops outside) "
+             "| % of ceiling | PSNR-Y dB (loss vs fp32) |", "|---|---|---|---:|---:|---:|---|---:|---:|"]
+    for c in report["cases"]:
+        base = fp32.get((c["scale"], tuple(c["input"]), c["threads"]))
+        found = c.get("xnnpack") or {}
+        outside = ", ".join(f"{k} x{v}" for k, v in found.get("outside", {}).items()) or "none"
+        score = quality.get(f"{c['scale']}", {})
+        psnr = score.get(c["precision"])
+        loss = "" if psnr is None or c["precision"] == "fp32" else f" ({psnr - score['fp32']:+.3f})"
+        size = f"{c['input'][2]}x{c['input'][3]}"
+        lines.append(f"| {c['model']}-{c['variant']} x{c['scale']} | {c['precision']} | {size} | {c['threads']} | "
+                     f"{c['latency']['median_ms']:.1f} | "
+                     f"{base / c['latency']['median_ms']:.2f}x | {found.get('partitions', '-')} ({outside}) | "
+                     f"{_ceiling(c)} | {'-' if psnr is None else f'{psnr:.3f}'}{loss} |")
+    lines += ["", _measured_on(report)]
+    return "\n".join(lines)
 
 
 def to_markdown(report: dict) -> str:
@@ -52,7 +95,7 @@ def to_markdown(report: dict) -> str:
     train = {(c["model"], c["variant"], c["scale"], tuple(c["input"]), c["threads"]): c["latency"]["median_ms"]
              for c in report["cases"] if c["runtime"] == "torch-train"}
     speedup_header = " vs training graph |" if train else ""
-    lines = [f"| model | runtime | prec | threads | median ms | p90 ms |{speedup_header} GFLOP/s | % of peak | "
+    lines = [f"| model | runtime | prec | threads | median ms | p90 ms |{speedup_header} GOP/s | % of ceiling | "
              "peak MB |",
              "|---|---|---|---:|---:|---:|" + ("---:|" if train else "") + "---:|---:|---:|"]
     for c in report["cases"]:
@@ -63,13 +106,8 @@ def to_markdown(report: dict) -> str:
                        else " - |")
         lines.append(f"| {c['model']}-{c['variant']} x{c['scale']} | {c['runtime']} | {c['precision']} | "
                      f"{c['threads']} | {c['latency']['median_ms']:.1f} | {c['latency']['p90_ms']:.1f} |{speedup} "
-                     f"{c['gflops']:.1f} | {100 * c['peak_fraction']:.1f} | {c['peak_rss_mb']:.0f} |")
-    device = report["device"]
-    lines.append("")
-    lines.append(f"Measured {report['created'][:10]} on {device['name']} ({device['cpu']['logical_cores']} cores, "
-                 f"{device['cpu']['simd']}); peak = {device['peak_assumption']}; "
-                 f"{report['settings']['runs']} timed runs per case over {report['settings']['rounds']} "
-                 "interleaved rounds, one process per case. Weights: " + report["settings"]["weights"] + ".")
+                     f"{c['gflops']:.1f} | {_ceiling(c)} | {c['peak_rss_mb']:.0f} |")
+    lines += ["", _measured_on(report)]
     return "\n".join(lines)
 
 
@@ -91,9 +129,12 @@ def run_suite(suite: Suite) -> dict:
 
     report: dict | None = None
     weights = []
+    quality: dict[str, dict[str, float]] = {}
     for name, variant, scale in suite.models:
         model = load(name, variant, scale)
         weights.append(model.weights)
+        if suite.quality:
+            quality[str(scale)] = scores_by_precision(model, suite.precisions, progress)
         result = model.bench(suite.inputs, suite.runtimes, suite.precisions, suite.threads, suite.warmup, suite.runs,
                              suite.rounds, progress)
         if report is None:
@@ -101,7 +142,24 @@ def run_suite(suite: Suite) -> dict:
         else:
             report["cases"] += result.cases
     report["settings"]["weights"] = ", ".join(sorted(set(weights)))
+    if quality:
+        report["quality"] = quality
     return report
+
+
+def scores_by_precision(model, precisions, progress) -> dict[str, float]:
+    """Mean PSNR-Y on the held-out photos of the model exported at each precision (LiteRT)."""
+    import tempfile
+
+    from edgesr.api import open_model
+
+    scores = {}
+    with tempfile.TemporaryDirectory(prefix="edgesr-publish-") as scratch:
+        for precision in precisions:
+            progress(f"scoring {model.label} tflite {precision} on the held-out photos")
+            path = model.export("tflite", precision, out=Path(scratch) / f"{precision}.tflite").path
+            scores[precision] = open_model(path).evaluate().mean["psnr_y"]
+    return scores
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                                   RESULTS / f"{name}.png", force=True)
         print(f"## {SUITES[name].title}")
         print(reports.format_table(report))
-        table = to_markdown(report)
+        table = int8_markdown(report) if SUITES[name].quality else to_markdown(report)
         write_bytes_atomic(RESULTS / f"{name}.md", (f"## {SUITES[name].title}\n\n" + table + "\n").encode(),
                            force=True)
         where = "README.md and " if refresh_readme(name, table) else ""

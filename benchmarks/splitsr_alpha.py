@@ -99,7 +99,8 @@ def run(groups: int, blocks: int, hybrid: int, channels: int, scale: int, size: 
     settings = {"runtimes": list(RUNTIMES), "precision": "fp32", "threads": 1, "scale": scale, "input": size,
                 "passes": passes, "warmup": warmup, "runs": runs, "rounds": rounds,
                 "weights": ", ".join(sorted({p.weights for p in prepared.values()})), "load_before": _load()}
-    report = reports.new_report(host_device(), settings)
+    device = host_device([1])
+    report = reports.new_report(device, settings)
     report["alphas"] = {str(a): {"variant": v, "macs": _macs(prepared[a])} for a, v in variants.items()}
     start = time.perf_counter()
     for p in range(passes):
@@ -108,7 +109,7 @@ def run(groups: int, blocks: int, hybrid: int, channels: int, scale: int, size: 
             progress(f"pass {p + 1}/{passes}: alpha {alpha:g} ({variants[alpha]} x{scale}, {size})")
             target = model_target(prepared[alpha])
             cases = plan_cases(target, list(RUNTIMES), ["fp32"], [size], [1])
-            for case in run_bench(target, cases, warmup, runs, rounds, progress):
+            for case in run_bench(target, cases, warmup, runs, rounds, device, progress):
                 report["cases"].append({**case, "alpha": alpha, "pass": p + 1})
     settings["load_after"] = _load()
     settings["wall_s"] = round(time.perf_counter() - start, 1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,7 @@ class VerifyReport:
     weights: str
     sizes: list[tuple[int, int]]
     checks: list[Check]
+    xnnpack: dict[str, str] = field(default_factory=dict)  # each .tflite checked: what XNNPACK runs
 
     @property
     def passed(self) -> bool:
@@ -74,11 +75,12 @@ class VerifyReport:
         return [c for c in self.checks if not c.passed]
 
     def table(self) -> str:
-        return format_table(self.checks) + "\n" + explain_bounds()
+        delegated = [f"xnnpack  {name}: {summary}" for name, summary in self.xnnpack.items()]
+        return "\n".join([format_table(self.checks), *delegated, explain_bounds()])
 
     def to_dict(self) -> dict:
         return {"model": self.label, "weights": self.weights, "sizes": self.sizes,
-                "checks": [c.to_dict() for c in self.checks], "passed": self.passed}
+                "checks": [c.to_dict() for c in self.checks], "xnnpack": self.xnnpack, "passed": self.passed}
 
 
 @dataclass
@@ -131,11 +133,13 @@ class BenchReport:
         return self.report["cases"]
 
     def table(self) -> str:
+        from edgesr.bench.report import ceiling_line
         from edgesr.bench.report import format_table as bench_table
 
         device = self.report["device"]
-        lines = [f"bench {self.label} on {device['name']} ({device['cpu']['simd']})", bench_table(self.report),
-                 f"peak = {device['peak_assumption']}", *self.notes]
+        lines = [f"bench {self.label} on {device['name']} ({device['cpu']['simd']}), "
+                 f"{self.report['settings']['input_data']} input", bench_table(self.report),
+                 ceiling_line(device), *self.notes]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -150,11 +154,11 @@ class BenchReport:
 
 
 def _bench(target, weights: str, notes: list[str], runtimes, precisions, inputs, threads, warmup: int, runs: int,
-           rounds: int, progress: Progress) -> BenchReport:
+           rounds: int, progress: Progress, input_data: str) -> BenchReport:
     from edgesr.bench.host import bench
 
     report = bench(target, list(runtimes), list(precisions), list(inputs), list(threads), warmup, runs, rounds,
-                   weights, progress)
+                   weights, progress, input_data)
     return BenchReport(target.label, report, notes)
 
 
@@ -235,16 +239,19 @@ class Model:
         return f"<edgesr.Model {self.label} ({io.color_space}, 0..{io.pixel_range:g}), weights {self.weights}>"
 
     def export(self, format: str = "tflite", precision: str = "fp32", out: str | Path | None = None,
-               force: bool = False, progress: Progress = _quiet) -> ExportReport:
-        """Convert, prove parity with the training graph, then write (a file, or a bundle folder)."""
-        return export(self.prepared, format, precision, Path(out) if out else None, force, progress)
+               force: bool = False, progress: Progress = _quiet, int8_form: str = "auto") -> ExportReport:
+        """Convert, prove parity with the training graph, then write (a file, or a bundle folder).
+        int8_form: 'auto' (the family's all-XNNPACK int8 form where it has one) or 'native'."""
+        return export(self.prepared, format, precision, Path(out) if out else None, force, progress, int8_form)
 
     def verify(self, precisions: list[str] | None = None, sizes: list[tuple[int, int]] | None = None,
-               progress: Progress = _quiet) -> VerifyReport:
+               progress: Progress = _quiet, int8_form: str = "auto") -> VerifyReport:
         """Every graph and exported format on the same inputs, within the rounding-error model."""
         sizes = sizes or DEFAULT_SIZES
-        checks = verify(self.prepared, precisions_to_check(self.prepared, precisions), sizes, progress)
-        return VerifyReport(self.label, self.weights, sizes, checks)
+        delegation: dict[str, str] = {}
+        checks = verify(self.prepared, precisions_to_check(self.prepared, precisions), sizes, progress, int8_form,
+                        delegation)
+        return VerifyReport(self.label, self.weights, sizes, checks, delegation)
 
     def evaluate(self, data: str | Path = SKIMAGE, graph: str = "deploy", progress: Progress = _quiet) -> EvalReport:
         """PSNR/SSIM (Y, border crop = scale, 8-bit output) against bicubic on a folder of HR photos
@@ -262,14 +269,15 @@ class Model:
 
     def bench(self, inputs: Sequence[str] = ("360x640",), runtimes: Sequence[str] = HOST_RUNTIMES,
               precisions: Sequence[str] = ("fp32",), threads: Sequence[int] = (1,), warmup: int = 5, runs: int = 30,
-              rounds: int = 3, progress: Progress = _quiet) -> BenchReport:
+              rounds: int = 3, progress: Progress = _quiet, input_data: str = "photo") -> BenchReport:
         """Latency on this CPU of the training graph (torch-train), the deploy form (torch) and each
-        runtime's exported file (made and verified on the way); inputs 'HxW' or 'NxCxHxW'."""
+        runtime's exported file (made and verified on the way); inputs 'HxW' or 'NxCxHxW' of photo
+        content (input_data 'photo') or uniform noise ('noise')."""
         from edgesr.bench.host import model_target
 
         notes = self.family.cost_notes(self.deployable)
         return _bench(model_target(self.prepared), self.weights, notes, runtimes, precisions, inputs, threads,
-                      warmup, runs, rounds, progress)
+                      warmup, runs, rounds, progress, input_data)
 
     def _runner(self, graph: str):
         prepared = self.prepared
@@ -322,15 +330,15 @@ class ExportedModel:
         return self.loaded.summary()
 
     def bench(self, inputs: Sequence[str] = ("360x640",), threads: Sequence[int] = (1,), warmup: int = 5,
-              runs: int = 30, rounds: int = 3, progress: Progress = _quiet) -> BenchReport:
-        """Latency of this file (or bundle) on its own runtime, on this CPU."""
+              runs: int = 30, rounds: int = 3, progress: Progress = _quiet, input_data: str = "photo") -> BenchReport:
+        """Latency of this file (or bundle) on its own runtime, on this CPU (input_data: see Model.bench)."""
         from edgesr.bench.host import file_target
 
         target = file_target(self.loaded.path)
         runtimes = list(target.runtimes)
         precisions = [p for ps in target.runtimes.values() for p in ps]
         return _bench(target, str(self.loaded.path), [], runtimes, precisions, inputs, threads, warmup, runs, rounds,
-                      progress)
+                      progress, input_data)
 
 
 def load(name: str = "ecbsr", variant: str | None = None, scale: int | None = None,

@@ -194,6 +194,28 @@ def cached(model: Callable[[np.ndarray], Modelled]) -> Callable[[np.ndarray], Mo
     return run
 
 
+def _on_even_windows(stored, graph, x: np.ndarray):
+    """`stored` (Modelled, effect) of a graph that takes even sides only (edgesr/nn/blocked.py), on
+    any image: modelled on the even windows its runtimes use, stitched (tiling.even_pieces)."""
+    from edgesr.tiling import assemble, even_pieces
+
+    pieces = even_pieces(x.shape[2], x.shape[3], graph.radius)
+    if len(pieces) == 1:
+        return stored(x)
+    runs = [stored(np.ascontiguousarray(p.window(x))) for p in pieces]
+    scale, (h, w) = graph.scale, x.shape[2:]
+
+    def joined(parts):
+        if all(np.ndim(p) == 0 for p in parts):
+            return max(parts)
+        return assemble(pieces, [np.broadcast_to(p, runs[0][0].value.shape) for p in parts], scale, h, w)
+
+    own = [m for m, _ in runs]
+    return Modelled(joined([m.value for m in own]), joined([m.sigma for m in own]),
+                    joined([m.exempt for m in own]), sum(m.unstable_decisions for m in own),
+                    joined([m.allowance for m in own])), joined([e for _, e in runs])
+
+
 def graph_model(module, call=None) -> Callable[[np.ndarray], Modelled]:
     """The error model of a reference graph: its exact value and its own fp32 rounding."""
     from edgesr.error_model import PRECISIONS, at_precision, modelled
@@ -218,16 +240,21 @@ def expectation(reference: Callable[[np.ndarray], Modelled], graph, precision: s
         from edgesr.images import calibration_crops
         from edgesr.runners import TfliteGraph
 
-        crop = calibration_crops(colors, pixel_range, count=1)[0]
-        stored, input_range = TfliteGraph(file).stored_int8_tensors(crop)
+        runner = TfliteGraph(file)
+        crop = calibration_crops(colors, pixel_range, count=1, size=runner.fixed_side or 64)[0]
+        stored, input_range = runner.stored_int8_tensors(crop)
         ranges = match_ranges(op_outputs(graph, crop, call), stored, input_range)
     at = at_precision(graph, numerics)
     base = at_precision(graph, PRECISIONS["fp32"]) if precision != "fp32" else None
 
-    def model(x: np.ndarray) -> Modelled:
-        ref = reference(x)
+    def stored(x: np.ndarray) -> tuple[Modelled, np.ndarray | float]:
         own = modelled(graph, x, numerics, ranges, call=call, prepared=at, stored=True)
         effect = own.value - modelled(graph, x, call=call, prepared=base).value if base is not None else 0.0
+        return own, effect
+
+    def model(x: np.ndarray) -> Modelled:
+        ref = reference(x)
+        own, effect = _on_even_windows(stored, graph, x) if getattr(graph, "size_multiple", 1) > 1 else stored(x)
         return Modelled(ref.value + effect, own.sigma, own.exempt, own.unstable_decisions, own.allowance)
 
     return cached(model)

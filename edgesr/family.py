@@ -151,6 +151,11 @@ class Family(ABC):
         """The deploy graph `graph` rebuilt in Keras (NHWC) with its weights: the TFLite route."""
         raise NoTFLiteRoute(f"{self.name} has no Keras twin, so no TFLite export: use the ONNX format")
 
+    def int8_form(self, graph: str, spec: GraphSpec, config: Config) -> GraphSpec | None:
+        """The graph rebuilt so that its int8 file runs entirely in XNNPACK (same math, other ops), or
+        None to store it as it is (ECBSR: edgesr/nn/blocked.py)."""
+        return None
+
     # -- host-side glue of a deployable (one graph: none) --
     def glue(self, deployable_params: dict, io: IOSpec, graphs: Mapping[str, Graph]) -> Graph:
         """The deployable's whole-image inference over runtime graphs of its parts."""

@@ -88,3 +88,83 @@ def fold_output_affine(conv_w: torch.Tensor, conv_b: torch.Tensor, affine_w: tor
     a = affine_w.detach().double().flatten(1)
     kernel = torch.einsum("oj,jihw->oihw", a, conv_w.detach().double())
     return kernel, a @ conv_b.detach().double() + affine_b.detach().double()
+
+
+# --- 2x2 blocks: the int8-friendly form of a conv3x3 chain (edgesr/nn/blocked.py) -------------
+# A map of H x W pixels and C channels is stored as H/B x W/B blocks of B*B*C channels, channel
+# (p*B + q)*C + c holding pixel (B*i + p, B*j + q) of channel c. A conv3x3 on pixels is then a
+# conv3x3 on blocks (output sub-pixel p, input sub-pixel p', block offset d: tap B*d + p' - p).
+
+
+def blocked_conv3x3(weight: torch.Tensor, block: int = 2) -> torch.Tensor:
+    """conv3x3 (O, I, 3, 3), padding 1, on pixels -> the same conv on blocks: (B²O, B²I, 3, 3)."""
+    w = _f64(weight)
+    out_c, in_c = w.shape[:2]
+    kernel = w.new_zeros(block * block * out_c, block * block * in_c, 3, 3)
+    for p in range(block):
+        for q in range(block):
+            for pi in range(block):
+                for qi in range(block):
+                    for di in (-1, 0, 1):
+                        for dj in (-1, 0, 1):
+                            ty, tx = block * di + pi - p, block * dj + qi - q
+                            if abs(ty) <= 1 and abs(tx) <= 1:
+                                o, i = (p * block + q) * out_c, (pi * block + qi) * in_c
+                                kernel[o:o + out_c, i:i + in_c, di + 1, dj + 1] = w[:, :, ty + 1, tx + 1]
+    return kernel
+
+
+def blocked_entry(weight: torch.Tensor, block: int = 2) -> torch.Tensor:
+    """conv3x3 (O, I, 3, 3) on the image -> a (B+2)x(B+2) conv of stride B, padding 1, whose output
+    is the conv's result in blocks: (B²O, I, B+2, B+2); output sub-pixel (p, q) reads taps (p.., q..)."""
+    w = _f64(weight)
+    out_c, in_c = w.shape[:2]
+    kernel = w.new_zeros(block * block * out_c, in_c, block + 2, block + 2)
+    for p in range(block):
+        for q in range(block):
+            o = (p * block + q) * out_c
+            kernel[o:o + out_c, :, p:p + 3, q:q + 3] = w
+    return kernel
+
+
+def blocked_bias(bias: torch.Tensor, block: int = 2) -> torch.Tensor:
+    """A per-channel bias repeated for every sub-pixel of a block."""
+    return _f64(bias).repeat(block * block)
+
+
+def blocked_shuffle_order(channels: int, scale: int, block: int = 2) -> list[int]:
+    """Blocked channel feeding each channel of PixelShuffle(B*s): the last conv's outputs (sub-pixel
+    (p, q), channel o = c*s² + u*s + v of PixelShuffle(s)) land on colour c, row p*s + u, column q*s + v."""
+    colors, side = channels // (scale * scale), block * scale
+    order = [0] * (block * block * channels)
+    for p in range(block):
+        for q in range(block):
+            for c in range(colors):
+                for u in range(scale):
+                    for v in range(scale):
+                        source = (p * block + q) * channels + c * scale * scale + u * scale + v
+                        order[c * side * side + (p * scale + u) * side + q * scale + v] = source
+    return order
+
+
+def blocked_skip(colors: int, scale: int, block: int = 2) -> torch.Tensor:
+    """The global residual (LR pixel added to its s*s outputs) as a BxB conv of stride B on the
+    image with 0/1 weights, its outputs in PixelShuffle(B*s) order: (colors*(Bs)², colors, B, B)."""
+    side = block * scale
+    kernel = torch.zeros(colors * side * side, colors, block, block, dtype=torch.float64)
+    for c in range(colors):
+        for row in range(side):
+            for col in range(side):
+                kernel[c * side * side + row * side + col, c, row // scale, col // scale] = 1.0
+    return kernel
+
+
+def relu_pair(weight: torch.Tensor, bias: torch.Tensor, slopes: torch.Tensor) -> tuple[Kernel, torch.Tensor]:
+    """conv + PReLU(a) as conv + ReLU + conv1x1, exactly: prelu(z) = relu(z) - sign(a) relu(-|a| z).
+    The conv emits [z, -|a| z] (2C channels, ReLU fused), the 1x1 [I, -diag(sign a)] recombines."""
+    w, b, a = _f64(weight), _f64(bias), _f64(slopes).reshape(-1).expand(weight.shape[0])
+    negative = -a.abs()
+    kernel = torch.cat([w, negative[:, None, None, None] * w])
+    eye = torch.eye(w.shape[0], dtype=torch.float64)
+    combine = torch.cat([eye, -torch.diag(torch.sign(a))], dim=1)[:, :, None, None]
+    return (kernel, torch.cat([b, negative * b])), combine

@@ -67,13 +67,36 @@ def verification_inputs(sizes: list[tuple[int, int]], colors: int, pixel_range: 
     return inputs
 
 
-def calibration_crops(colors: int, pixel_range: float, count: int = 32, size: int = 64,
-                      seed: int = 0) -> list[np.ndarray]:
-    """Random crops (with flips) of the bundled photos: the int8 representative dataset."""
+# int8 calibration images: scikit-image's other bundled photographs (the held-out PHOTOS are
+# never used to fit anything): grey ones serve RGB models as grey RGB
+CALIBRATION_IMAGES = ("camera", "brick", "grass", "gravel", "coins", "moon", "clock", "hubble_deep_field",
+                      "immunohistochemistry", "retina")
+FULL_CROP = (270, 480)  # the largest calibration crop: a phone-sized LR frame
+
+
+def calibration_image(name: str) -> np.ndarray:
+    """A calibration image, RGB float64 in [0, 1], HWC."""
+    from skimage import data
+
+    image = getattr(data, name)().astype(np.float64) / 255.0
+    return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
+
+
+def calibration_crops(colors: int, pixel_range: float, count: int = 32, size: int = 64, seed: int = 0,
+                      full: int = 0) -> list[np.ndarray]:
+    """The int8 representative dataset: `count` random size x size crops (with flips) of the
+    calibration images, then `full` crops of up to FULL_CROP pixels (even sides) of them: ranges
+    fitted to small patches alone clip the extremes of whole images."""
     rng = np.random.default_rng(seed)
     crops = []
-    for i in range(count):
-        crop = photo_crop(PHOTOS[i % len(PHOTOS)], size, size, colors, pixel_range, rng)
+    for i in range(count + full):
+        rgb = calibration_image(CALIBRATION_IMAGES[i % len(CALIBRATION_IMAGES)])
+        if i < count:
+            height = width = size
+        else:
+            height, width = (min(side, have) // 2 * 2 for side, have in zip(FULL_CROP, rgb.shape[:2], strict=True))
+        top, left = rng.integers(0, rgb.shape[0] - height + 1), rng.integers(0, rgb.shape[1] - width + 1)
+        crop = to_model_input(rgb[top:top + height, left:left + width], colors, pixel_range)
         if rng.random() < 0.5:
             crop = crop[..., ::-1]
         crops.append(np.ascontiguousarray(crop))

@@ -107,8 +107,25 @@ class TfliteGraph:
         self.input = self.interpreter.get_input_details()[0]
         self.output_index = self.interpreter.get_output_details()[0]["index"]
         self.shape: tuple[int, ...] | None = None
+        from edgesr import metadata
+
+        described = metadata.read(self.path) or {}
+        # a graph on 2x2 blocks (edgesr/nn/blocked.py) takes even sides: others run as even windows
+        self.size_multiple = int(described.get("size_multiple") or 1)
+        self.radius = int(described.get("receptive_radius") or 0)
+        self.scale = int((described.get("io") or {}).get("scale") or 1)
+
+    @property
+    def fixed_side(self) -> int | None:
+        """The side of a graph built for one square input size (a tile graph), else None."""
+        signature = list(self.input["shape_signature"])
+        return int(signature[1]) if len(signature) == 4 and signature[1] > 0 and signature[1] == signature[2] else None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.size_multiple > 1 and x.ndim == 4 and (x.shape[2] % 2 or x.shape[3] % 2):
+            from edgesr.tiling import run_even
+
+            return run_even(self, x, self.scale, self.radius)
         try:
             result = _dequantize(self.bind(x)(), self.interpreter.get_output_details()[0])
         except Exception as exc:  # noqa: BLE001
@@ -117,6 +134,9 @@ class TfliteGraph:
 
     def bind(self, x: np.ndarray) -> Callable[[], np.ndarray]:
         """The staged input is NHWC (and int8 for int8 models); the call returns raw NHWC output."""
+        if self.size_multiple > 1 and (x.shape[2] % self.size_multiple or x.shape[3] % self.size_multiple):
+            raise UserError(f"{self.path.name} computes on 2x2 pixel blocks: time it on even sizes "
+                            f"(not {x.shape[2]}x{x.shape[3]})")
         nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         if nhwc.shape != self.shape:
             self.interpreter.resize_tensor_input(self.input["index"], nhwc.shape, strict=False)

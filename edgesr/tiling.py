@@ -119,3 +119,62 @@ def stitch(sr_tiles: np.ndarray, tiling: Tiling, height: int, width: int, scale:
         for j, left in enumerate(lefts):
             out[:, top * scale:top * scale + side, left * scale:left * scale + side] += weighted[i, j]
     return out[None]
+
+
+def even_windows(length: int, radius: int) -> list[tuple[int, int, int, int]]:
+    """(start, stop, keep_start, keep_stop) along one axis for a graph that takes only even sides:
+    an even side is one window; an odd side two even windows, [0, n-1) and [1, n), each kept
+    where the cut edge lies more than `radius` pixels away (zero padding of a fully convolutional
+    net of that receptive radius reaches no further), so the stitched result equals the graph on
+    the whole side. Sides too short for that are refused."""
+    if length % 2 == 0:
+        return [(0, length, 0, length)]
+    if length < 2 * radius + 3:
+        raise UserError(f"this graph computes on 2x2 pixel blocks: an odd side needs at least {2 * radius + 3} "
+                        f"pixels, this one has {length}; pad the image to an even size")
+    middle = length // 2
+    return [(0, length - 1, 0, middle), (1, length, middle, length)]
+
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One even-sided window of an image (LR rows/columns) and the part of its output kept."""
+
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    keep_rows: tuple[int, int]
+    keep_cols: tuple[int, int]
+
+    def window(self, x):
+        """This window of an NCHW image (numpy array or torch tensor)."""
+        return x[:, :, self.rows[0]:self.rows[1], self.cols[0]:self.cols[1]]
+
+    def place(self, out, part, scale: int) -> None:
+        """Copy the kept region of this window's output (NCHW, x scale) into `out` (array or tensor)."""
+        (top, bottom), (left, right) = self.keep_rows, self.keep_cols
+        out[:, :, top * scale:bottom * scale, left * scale:right * scale] = \
+            part[:, :, (top - self.rows[0]) * scale:(bottom - self.rows[0]) * scale,
+                 (left - self.cols[0]) * scale:(right - self.cols[0]) * scale]
+
+
+def even_pieces(height: int, width: int, radius: int) -> list[Piece]:
+    """The even-sided windows that cover a height x width image exactly (see even_windows)."""
+    return [Piece((r0, r1), (c0, c1), (k0, k1), (l0, l1)) for r0, r1, k0, k1 in even_windows(height, radius)
+            for c0, c1, l0, l1 in even_windows(width, radius)]
+
+
+def assemble(pieces: list[Piece], parts: list[np.ndarray], scale: int, height: int, width: int) -> np.ndarray:
+    """The outputs of every piece's window (NCHW, x scale) stitched into one image."""
+    out = np.zeros(parts[0].shape[:2] + (height * scale, width * scale), parts[0].dtype)
+    for piece, part in zip(pieces, parts, strict=True):
+        piece.place(out, part, scale)
+    return out
+
+
+def run_even(run, x: np.ndarray, scale: int, radius: int) -> np.ndarray:
+    """`run` (NCHW in, NCHW x scale out, even sides only) on any image, through even windows."""
+    pieces = even_pieces(x.shape[2], x.shape[3], radius)
+    if len(pieces) == 1:
+        return run(x)
+    return assemble(pieces, [run(np.ascontiguousarray(p.window(x))) for p in pieces], scale, x.shape[2], x.shape[3])

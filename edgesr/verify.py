@@ -6,7 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from edgesr.check import Check, Pair, Subject, check_pairs, collect
-from edgesr.export.exporter import FORMATS, export_to_scratch, graph_checks, reference_subject, scratch_folder
+from edgesr.export.exporter import (
+    FORMATS,
+    export_to_scratch,
+    graph_checks,
+    graph_form,
+    reference_subject,
+    scratch_folder,
+    stored_form,
+)
 from edgesr.images import verification_inputs
 from edgesr.model import Prepared
 from edgesr.model_files import open_model
@@ -21,8 +29,11 @@ def precisions_to_check(prepared: Prepared, asked: list[str] | None) -> list[str
 
 
 def verify(prepared: Prepared, precisions: list[str], sizes: list[tuple[int, int]],
-           progress: Callable[[str], None] = lambda _: None) -> list[Check]:
-    """Export every format/precision to a scratch folder and compare all graphs."""
+           progress: Callable[[str], None] = lambda _: None, int8_form: str = "auto",
+           delegation: dict[str, str] | None = None) -> list[Check]:
+    """Export every format/precision to a scratch folder and compare all graphs; a graph stored in
+    another form (int8_form) is also checked in PyTorch at fp32, where its math must be exact.
+    `delegation`, when given, receives each .tflite file's XNNPACK summary by candidate name."""
     io, deployable, family = prepared.io, prepared.deployable, prepared.family
     inputs = verification_inputs(sizes, io.colors, io.pixel_range)
     ref_name, ref = reference_subject(prepared)
@@ -42,11 +53,24 @@ def verify(prepared: Prepared, precisions: list[str], sizes: list[tuple[int, int
         for fmt, precision in [(f, p) for f in FORMATS for p in precisions if p in FORMATS[f]]:
             name = f"{fmt}-{precision}"
             progress(f"exporting {name}")
-            path, files = export_to_scratch(prepared, fmt, precision, Path(scratch), progress)
-            if not deployable.single:
-                graph_rows += graph_checks(deployable, files, fmt, precision, sizes, skip_fixed=precision != "fp32")
+            stored = stored_form(prepared, fmt, precision, int8_form)
+            form = stored.deployable
+            kind = next((graph_form(spec, precision) for spec in form.graphs.values()), None)
+            name_form = f"torch-{kind}"
+            if form is not deployable and name_form not in subjects:
+                subjects[name_form] = Subject(form.torch_runner, family.expectation(ref.model, form, "fp32", None))
+                pairs.append(Pair(ref_name, name_form, "fp32"))
+            path, files = export_to_scratch(stored, fmt, precision, Path(scratch), progress)
+            if fmt == "tflite" and delegation is not None:
+                from edgesr.export.tflite import xnnpack_delegation
+
+                for graph, file in files.items():
+                    label = name if form.single else f"{name} {graph}"
+                    delegation[label] = xnnpack_delegation(file).format()
+            if not form.single:
+                graph_rows += graph_checks(form, files, fmt, precision, sizes, skip_fixed=precision != "fp32")
             subjects[name] = Subject(lambda path=path: open_model(path),
-                                     family.expectation(ref.model, deployable, precision, files))
+                                     family.expectation(ref.model, form, precision, files))
             pairs.append(Pair(ref_name, name, precision))
             if ref_name != "deploy" and precision == "fp32":
                 pairs.append(Pair("deploy", name, precision))

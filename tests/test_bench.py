@@ -35,11 +35,9 @@ def test_statistics_match_numpy():
     assert percentile([1.0, 2.0], 50) == 1.5
 
 
-def test_cpu_peak_from_cpuinfo():
+def test_cpu_facts_from_cpuinfo():
     cpu = detect_cpu(AVX512_CPUINFO)
     assert (cpu.simd, cpu.fp32_lanes, cpu.fma, cpu.ghz) == ("AVX-512", 16, True, 2.8)
-    assert cpu.peak_gflops(1) == pytest.approx(2.8 * 16 * 2 * 2)
-    assert "FMA units (assumed)" in cpu.peak_formula(1)
     arm = detect_cpu(ARM_CPUINFO)
     assert arm.simd == "NEON" and arm.fp32_lanes == 4
 
@@ -100,6 +98,8 @@ def test_csv_has_one_row_per_case():
 
 def test_bench_end_to_end_writes_schema(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ceiling_cache = tmp_path / "cache" / "edgesr" / "ceiling.json"
     code = main(["bench", "--variant", "M1C4", "--scale", "2", "--runtime", "torch-train", "torch",
                  "onnxruntime", "tflite", "--precision", "fp32", "int8", "--input", "12x10", "--runs", "3",
                  "--warmup", "1", "--rounds", "2", "--json", "r.json", "--csv", "r.csv", "--plot", "r.png"])
@@ -107,18 +107,25 @@ def test_bench_end_to_end_writes_schema(tmp_path, monkeypatch, capsys):
     assert code == 0, out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["schema"] == reports.SCHEMA
-    assert {"cpu", "peak_assumption"} <= set(report["device"]) and report["versions"]["torch"]
+    assert {"cpu", "ceiling"} <= set(report["device"]) and report["versions"]["torch"]
+    measured = report["device"]["ceiling"]["by_threads"]["1"]
+    assert measured["fp32_gflops"] > 1 and report["settings"]["input_data"] == "photo"
+    assert json.loads(ceiling_cache.read_text())  # measured once, cached for the next run
     assert [(c["runtime"], c["precision"]) for c in report["cases"]] == [
         ("torch-train", "fp32"), ("torch", "fp32"), ("onnxruntime", "fp32"), ("tflite", "fp32"), ("tflite", "int8")]
     for case in report["cases"]:
         assert case["latency"]["runs"] == 3 and case["latency"]["min_ms"] > 0
         assert case["threads_applied"] == 1 and case["peak_rss_mb"] > 0
-        assert 0 < case["peak_fraction"] < 1 and case["macs"] > 0
+        assert 0 < case["ceiling_fraction"] < 1 and case["macs"] > 0
+        top = measured["int8_gops"] if case["precision"] == "int8" else measured["fp32_gflops"]
+        assert case["ceiling_gops"] == top
+        if case["runtime"] == "tflite":  # the default int8 form (ECBSR: blocked) runs all in XNNPACK too
+            assert case["xnnpack"]["partitions"] == 1 and case["xnnpack"]["outside"] == {}
     train, deploy = report["cases"][0], report["cases"][1]
     assert train["macs"] > deploy["macs"]  # the training graph does the un-folded work
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((tmp_path / "r.csv").read_text().strip().splitlines()) == 6
-    assert "torch-train" in out and "%peak" in out
+    assert "torch-train" in out and "%ceil" in out and "photo input" in out
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -135,3 +142,36 @@ def test_bench_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path, mon
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+
+
+def test_bench_input_is_photo_content_by_default_noise_on_request():
+    from edgesr.bench.host import bench_input
+
+    photo = bench_input((2, 1, 40, 700), 255.0)  # wider than any bundled photo: mirrored
+    noise = bench_input((1, 1, 40, 70), 255.0, "noise")
+    assert photo.shape == (2, 1, 40, 700) and photo.dtype == np.float32 and 0 <= photo.min() <= photo.max() <= 255
+    # photos are smooth: neighbouring pixels differ far less than in uniform noise
+    assert np.abs(np.diff(photo, axis=3)).mean() < 0.2 * np.abs(np.diff(noise, axis=3)).mean()
+    with pytest.raises(UserError, match="unknown input data"):
+        bench_input((1, 1, 8, 8), 255.0, "zeros")
+
+
+def test_ceiling_is_measured_once_per_cpu_and_threads_then_cached(tmp_path, monkeypatch):
+    from edgesr.bench import ceiling
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(ceiling, "measure", lambda t: calls.append(t) or {"fp32_gflops": 100.0 * t, "int8_gops": 800.0})
+    assert ceiling.ceiling(1, "cpu A")["fp32_gflops"] == 100.0
+    assert ceiling.ceiling(1, "cpu A")["fp32_gflops"] == 100.0
+    assert ceiling.ceiling(2, "cpu A")["fp32_gflops"] == 200.0
+    assert calls == [1, 2]
+    assert ceiling.ceiling_for("int8", {"fp32_gflops": 1.0, "int8_gops": 8.0}) == 8.0
+    assert ceiling.ceiling_for("fp16", {"fp32_gflops": 1.0, "int8_gops": 8.0}) == 1.0
+
+
+def test_the_real_ceiling_measurement_is_positive():
+    from edgesr.bench.ceiling import measure
+
+    measured = measure(1)
+    assert measured["fp32_gflops"] > 1 and (measured["int8_gops"] is None or measured["int8_gops"] > 1)

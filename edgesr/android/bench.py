@@ -198,4 +198,4 @@ def device_case_record(result: DeviceResult, serial: str, model: dict, macs_per_
             "threads": case.threads, "latency": latency, "first_ms": out.first_us / 1000 if out.first_us else None,
             "init_ms": out.init_us / 1000, "peak_rss_mb": out.peak_memory_mb or out.memory_overall_mb,
             "params": model.get("params"), "macs": macs, "gflops": 2 * macs / (mean_ms * 1e6) if macs else None,
-            "peak_gflops": None, "peak_fraction": None}
+            "ceiling_gops": None, "ceiling_fraction": None}

@@ -62,6 +62,13 @@ class _Recorder:
 def workload(model: LoadedModel, shape: tuple[int, int, int, int]) -> Workload:
     """Which graph runs at which input shape, how often, for a photo of `shape` (NCHW)."""
     if model.family is None:
+        described = model.metadata or {}
+        if int(described.get("size_multiple") or 1) > 1:  # a graph on 2x2 blocks: odd sides run as even windows
+            from edgesr.tiling import even_pieces
+
+            n, c = shape[:2]
+            pieces = even_pieces(shape[2], shape[3], int(described.get("receptive_radius") or 0))
+            return {"deploy": Counter((n, c, p.rows[1] - p.rows[0], p.cols[1] - p.cols[0]) for p in pieces)}
         return {"deploy": Counter({shape: 1})}
     calls = {name: Counter() for name in model.graphs}
     runner = model.rewired({name: _Recorder(graph, calls[name]) for name, graph in model.graphs.items()})

@@ -1,4 +1,4 @@
-"""What CPU this is and its theoretical fp32 peak, with the assumptions spelled out."""
+"""What CPU this is: model, SIMD width, FMA and clock (the measured ceiling: edgesr/bench/ceiling.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-FMA_UNITS_ASSUMED = 2  # per core: Skylake-SP and later Xeons, Zen 2+; some SKUs have 1
-
 
 @dataclass(frozen=True)
 class CpuInfo:
-    """CPU facts the peak estimate is derived from."""
+    """CPU facts a report records beside its numbers."""
 
     model: str
     arch: str
@@ -23,16 +21,6 @@ class CpuInfo:
     fma: bool
     ghz: float
     ghz_source: str
-
-    def peak_gflops(self, threads: int) -> float:
-        """threads x GHz x fp32 lanes x 2 (FMA = 2 FLOPs) x FMA units."""
-        flops_per_cycle = self.fp32_lanes * (2 if self.fma else 1) * FMA_UNITS_ASSUMED
-        return min(threads, self.logical_cores) * self.ghz * flops_per_cycle
-
-    def peak_formula(self, threads: int) -> str:
-        return (f"{min(threads, self.logical_cores)} core(s) x {self.ghz:.2f} GHz ({self.ghz_source}) x "
-                f"{self.fp32_lanes} fp32 lanes ({self.simd}) x {2 if self.fma else 1} (FMA) x "
-                f"{FMA_UNITS_ASSUMED} FMA units (assumed) = {self.peak_gflops(threads):.1f} GFLOP/s")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -48,7 +48,10 @@ class CaseResult:
     latencies_ms: list[float]
     load: dict
     peak_rss_mb: float
+    xnnpack: dict | None = None  # .tflite: partitions and ops outside XNNPACK (export.tflite.Delegation)
 
+
+INPUT_DATA = ("photo", "noise")  # photo: a bundled photo, mirrored to the size; noise: uniform random
 
 def parse_shape(text: str, colors: int) -> tuple[int, int, int, int]:
     """'360x640' or '1x1x360x640' -> (N, C, H, W), checked against the model's colours."""
@@ -226,9 +229,10 @@ class Worker:
 
 
 def run_cases(target: Target, cases: list[BenchCase], warmup: int, runs: int, rounds: int,
-              progress: Callable[[str], None] = lambda _: None) -> list[CaseResult]:
+              progress: Callable[[str], None] = lambda _: None, input_data: str = "photo") -> list[CaseResult]:
     """Start one worker per case, warm each up, then time `runs` runs per case split over
-    `rounds` rounds that visit the cases in rotating order (drift hits all cases alike)."""
+    `rounds` rounds that visit the cases in rotating order (drift hits all cases alike). Inputs
+    are photo content by default: kernels branch on data (PReLU on noise ran 1.7x slower in ORT)."""
     check_options([c.runtime for c in cases], [c.precision for c in cases], [c.threads for c in cases],
                   warmup, runs, rounds)
     rounds = min(rounds, runs)
@@ -238,11 +242,11 @@ def run_cases(target: Target, cases: list[BenchCase], warmup: int, runs: int, ro
         for case in cases:
             if (case.runtime, case.precision) not in files:
                 files[(case.runtime, case.precision)] = target.make_file(case, workdir, progress)
+        delegation = {key: _delegation(path) for key, path in files.items() if key[0] == "tflite"}
         inputs = {}
-        rng = np.random.default_rng(0)
         for shape in dict.fromkeys(c.shape for c in cases):
             inputs[shape] = workdir / f"input-{'x'.join(map(str, shape))}.npy"
-            np.save(inputs[shape], (rng.random(shape) * target.io.pixel_range).astype(np.float32))
+            np.save(inputs[shape], bench_input(shape, target.io.pixel_range, input_data))
         workers: list[Worker] = []
         try:
             for i, case in enumerate(cases):
@@ -261,32 +265,63 @@ def run_cases(target: Target, cases: list[BenchCase], warmup: int, runs: int, ro
                     done = timings[worker.case]
                     progress(f"round {r + 1}/{rounds} {worker.case.label}: median so far "
                              f"{summarize(done).median_ms:.2f} ms ({len(done)}/{runs} runs)")
-            return [CaseResult(w.case, timings[w.case], w.load, w.finish()) for w in workers]
+            return [CaseResult(w.case, timings[w.case], w.load, w.finish(),
+                               delegation.get((w.case.runtime, w.case.precision))) for w in workers]
         finally:
             for worker in workers:
                 worker.kill()
 
 
-def host_device() -> dict:
-    """The device block of a host report: CPU facts and the peak assumptions."""
+def bench_input(shape: tuple[int, int, int, int], pixel_range: float, kind: str = "photo") -> np.ndarray:
+    """A bench input (NCHW float32): crops of a bundled photo (mirrored where larger), or noise."""
+    from edgesr.images import PHOTOS, photo_crop
+
+    if kind not in INPUT_DATA:
+        raise UserError(f"unknown input data '{kind}': choose one of {', '.join(INPUT_DATA)}")
+    rng = np.random.default_rng(0)
+    n, colors, h, w = shape
+    if kind == "noise":
+        return (rng.random(shape) * pixel_range).astype(np.float32)
+    return np.concatenate([photo_crop(PHOTOS[2 + i % 2], h, w, colors, pixel_range, rng) for i in range(n)])
+
+
+def _delegation(path: Path) -> dict | None:
+    """What XNNPACK takes of a .tflite file (a bundle: of each of its graphs, summed)."""
+    from edgesr.export.tflite import xnnpack_delegation
+
+    files = sorted(path.glob("*.tflite")) if path.is_dir() else [path]
+    found = [xnnpack_delegation(f) for f in files]
+    if not found:
+        return None
+    outside: dict[str, int] = {}
+    for d in found:
+        for op, count in d.outside.items():
+            outside[op] = outside.get(op, 0) + count
+    return {"ops": sum(d.ops for d in found), "partitions": sum(d.partitions for d in found), "outside": outside}
+
+
+def host_device(threads: list[int] = (1,)) -> dict:
+    """The device block of a host report: CPU facts and its measured ceiling per thread count."""
+    from edgesr.bench.ceiling import METHOD, ceiling
     from edgesr.bench.cpu import detect_cpu
 
     cpu = detect_cpu()
     return {"kind": "host", "name": cpu.model, "cpu": cpu.to_dict(),
-            "peak_assumption": cpu.peak_formula(1).split(" = ")[0] + " per thread"}
+            "ceiling": {"method": METHOD, "by_threads": {str(t): ceiling(t, cpu.model) for t in threads}}}
 
 
-def case_record(target: Target, result: CaseResult) -> dict:
-    """One report case: statistics, memory, and achieved GFLOP/s against this CPU's peak."""
-    from edgesr.bench.cpu import detect_cpu
+def case_record(target: Target, result: CaseResult, device: dict) -> dict:
+    """One report case: statistics, memory, and achieved GOP/s against this CPU's measured ceiling."""
+    from edgesr.bench.ceiling import ceiling_for
 
     case = result.case
     stats = summarize(result.latencies_ms)
     params, macs_per_pixel = target.costs[case.runtime]
     n, _, h, w = case.shape
     macs = macs_per_pixel * n * h * w if macs_per_pixel else None
-    gflops = 2 * macs / (stats.median_ms * 1e6) if macs else None
-    peak = detect_cpu().peak_gflops(case.threads)
+    gops = 2 * macs / (stats.median_ms * 1e6) if macs else None
+    measured = device.get("ceiling", {}).get("by_threads", {}).get(str(case.threads))
+    top = ceiling_for(case.precision, measured) if measured else None
     return {"device": "host", "model": target.family, "variant": target.variant, "scale": target.scale,
             "runtime": case.runtime, "precision": case.precision, "input": list(case.shape),
             "threads": case.threads, "latency": stats.to_dict(), "first_ms": result.load["first_ms"],
@@ -294,25 +329,32 @@ def case_record(target: Target, result: CaseResult) -> dict:
             "rss_before_load_mb": result.load["rss_before_load_mb"],
             "threads_applied": result.load["threads_applied"],
             "os_threads_added": result.load["os_threads_added"], "params": params, "macs": macs,
-            "gflops": gflops, "peak_gflops": peak, "peak_fraction": gflops / peak if gflops else None}
+            "gflops": gops, "ceiling_gops": top, "ceiling_fraction": gops / top if gops and top else None,
+            "xnnpack": result.xnnpack}
 
 
-def run_bench(target: Target, cases: list[BenchCase], warmup: int, runs: int, rounds: int,
-              progress: Callable[[str], None] = lambda _: None) -> list[dict]:
+def run_bench(target: Target, cases: list[BenchCase], warmup: int, runs: int, rounds: int, device: dict,
+              progress: Callable[[str], None] = lambda _: None, input_data: str = "photo") -> list[dict]:
     """Run and summarize one model's planned cases: the report's 'cases' entries."""
     progress(f"{len(cases)} case(s) of {target.label}: {warmup} warm-up + {runs} timed runs each, "
-             f"over {rounds} interleaved round(s), one process per case")
-    results = run_cases(target, cases, warmup, runs, rounds, progress)
-    return [case_record(target, r) for r in results]
+             f"over {rounds} interleaved round(s), one process per case, {input_data} input")
+    results = run_cases(target, cases, warmup, runs, rounds, progress, input_data)
+    return [case_record(target, r, device) for r in results]
 
 
 def bench(target: Target, runtimes: list[str], precisions: list[str], inputs: list[str], threads: list[int],
-          warmup: int, runs: int, rounds: int, weights: str, progress: Callable[[str], None] = lambda _: None) -> dict:
+          warmup: int, runs: int, rounds: int, weights: str, progress: Callable[[str], None] = lambda _: None,
+          input_data: str = "photo") -> dict:
     """Check, plan, run: the host bench report (its schema: edgesr/bench/report.py)."""
     from edgesr.bench import report as reports
 
     check_options(runtimes, precisions, threads, warmup, runs, rounds)
+    if input_data not in INPUT_DATA:
+        raise UserError(f"unknown input data '{input_data}': choose one of {', '.join(INPUT_DATA)}")
     cases = plan_cases(target, runtimes, precisions, inputs, threads)
-    report = reports.new_report(host_device(), {"warmup": warmup, "runs": runs, "rounds": rounds, "weights": weights})
-    report["cases"] = run_bench(target, cases, warmup, runs, rounds, progress)
+    progress("measuring this CPU's compute ceiling (cached after the first run)")
+    device = host_device(sorted(set(threads)))
+    report = reports.new_report(device, {"warmup": warmup, "runs": runs, "rounds": rounds, "weights": weights,
+                                         "input_data": input_data})
+    report["cases"] = run_bench(target, cases, warmup, runs, rounds, device, progress, input_data)
     return report

@@ -74,29 +74,52 @@ def _shape(case: dict) -> str:
     return "x".join(map(str, case["input"]))
 
 
+def xnnpack_cell(case: dict) -> str:
+    """'1' (partitions, every op in XNNPACK) or '6 -5' (partitions, ops left outside); '-' if not a .tflite."""
+    found = case.get("xnnpack")
+    if not found:
+        return "-"
+    outside = sum(found["outside"].values())
+    return f"{found['partitions']}" + (f" -{outside}" if outside else "")
+
+
+def ceiling_line(device: dict) -> str:
+    """The measured ceilings a host report's %ceil column divides by."""
+    ceiling = device.get("ceiling")
+    if not ceiling:
+        return ""
+    parts = [f"{t} thread(s): fp32 {v['fp32_gflops']:.0f} GFLOP/s, int8 "
+             + (f"{v['int8_gops']:.0f} GOP/s" if v.get("int8_gops") else "unmeasured")
+             for t, v in ceiling["by_threads"].items()]
+    return f"ceiling ({ceiling['method']}): " + "; ".join(parts)
+
+
 def format_table(report: dict) -> str:
     """Terminal table: one row per case ('-' where a runtime does not report a number)."""
     header = (f"{'model':<14} {'runtime':<14} {'prec':<5} {'input':<13} {'thr':>3} {'median':>9} {'mean':>9} "
-              f"{'p90':>9} {'min':>9} {'std':>7} {'first':>9} {'init':>8} {'peak MB':>8} {'GFLOP/s':>8} {'%peak':>6}")
+              f"{'p90':>9} {'min':>9} {'std':>7} {'first':>9} {'init':>8} {'peak MB':>8} {'GOP/s':>8} {'%ceil':>6} "
+              f"{'xnn':>5}")
     lines = [header, "-" * len(header)]
     for c in report["cases"]:
         lat = c["latency"]
         runtime = c["runtime"] + (f"/{c['delegate']}" if c.get("delegate") else "")
-        peak = None if c.get("peak_fraction") is None else 100 * c["peak_fraction"]
+        peak = None if c.get("ceiling_fraction") is None else 100 * c["ceiling_fraction"]
         lines.append(f"{model_label(c):<14} {runtime:<14} {c['precision']:<5} {_shape(c):<13} {c['threads']:>3} "
                      f"{_num(lat['median_ms'], '9.2f'):>9} {_num(lat['mean_ms'], '9.2f'):>9} "
                      f"{_num(lat['p90_ms'], '9.2f'):>9} {_num(lat['min_ms'], '9.2f'):>9} "
                      f"{_num(lat['std_ms'], '7.2f'):>7} {_num(c.get('first_ms'), '9.2f'):>9} "
                      f"{_num(c.get('init_ms'), '8.0f'):>8} {_num(c.get('peak_rss_mb'), '8.0f'):>8} "
-                     f"{_num(c.get('gflops'), '8.1f'):>8} {_num(peak, '6.1f'):>6}")
+                     f"{_num(c.get('gflops'), '8.1f'):>8} {_num(peak, '6.1f'):>6} {xnnpack_cell(c):>5}")
     lines.append("times in ms (timed runs; first = first inference; init = model load, imports excluded); "
-                 "peak MB = peak resident memory; GFLOP/s = 2 x MACs / median (mean where no median)")
+                 "peak MB = peak resident memory; GOP/s = 2 x MACs / median (mean where no median); %ceil = of the "
+                 "measured GEMM ceiling at that precision and thread count; xnn = XNNPACK partitions, -N ops "
+                 "left outside it")
     return "\n".join(lines)
 
 
 CSV_FIELDS = ("model", "variant", "scale", "device", "runtime", "delegate", "precision", "input", "threads", "runs",
               "min_ms", "median_ms", "mean_ms", "p90_ms", "max_ms", "std_ms", "first_ms", "init_ms",
-              "peak_rss_mb", "params", "macs", "gflops", "peak_fraction")
+              "peak_rss_mb", "params", "macs", "gflops", "ceiling_gops", "ceiling_fraction")
 
 
 def to_csv(report: dict) -> str:

@@ -36,7 +36,7 @@ def _host(args: argparse.Namespace) -> int:
     from edgesr.api import HOST_RUNTIMES, Model
 
     options = dict(inputs=args.input, threads=args.threads, warmup=args.warmup, runs=args.runs, rounds=args.rounds,
-                   progress=progress)
+                   progress=progress, input_data=args.input_data)
     if args.model_file:
         exported = open_exported(args, args.model_file)
         meta = exported.metadata or {}
@@ -114,6 +114,9 @@ def add(sub) -> None:
     bench.add_argument("--precision", nargs="+", help="fp32, fp16, int8 (fp16/int8: tflite only; default: fp32)")
     bench.add_argument("--input", nargs="+", default=["360x640"], metavar="SIZE",
                        help="LR input sizes, HxW or NxCxHxW (default: 360x640)")
+    bench.add_argument("--input-data", choices=("photo", "noise"), default="photo",
+                       help="host: what the input holds: a bundled photo mirrored to the size (default), or uniform "
+                       "noise (kernels branch on data: noise can time PReLU-heavy runtimes much slower)")
     bench.add_argument("--threads", nargs="+", type=at_least(1), default=[1], help="thread counts (default: 1)")
     bench.add_argument("--warmup", type=at_least(0), default=5, help="untimed runs per case (default: 5)")
     bench.add_argument("--runs", type=at_least(1), default=30, help="timed runs per case (default: 30)")

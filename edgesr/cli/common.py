@@ -90,6 +90,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                        help="input value range (default: 255 for official ECBSR weights, 1 for BasicSR)")
 
 
+def add_int8_form(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--int8-form", choices=("auto", "native"), default="auto",
+                        help="int8 TFLite: 'auto' stores the model's all-XNNPACK form where it has one (ECBSR: convs "
+                        "on 2x2 pixel blocks, PReLU as a ReLU pair, same math); 'native' keeps the deploy graph's "
+                        "ops (PRELU), for NPU drivers with int8 PRELU")
+
+
 def add_json(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--json", type=json_path, metavar="PATH", help=f"also write {what} as JSON ('-': stdout, "
                         "and the text goes to stderr)")

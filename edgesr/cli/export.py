@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgesr.cli.common import (
     Parser,
+    add_int8_form,
     add_json,
     add_model_args,
     announce,
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     check_format(prepared, args.format, args.precision)
     out = resolve_output(prepared, args.format, args.precision, args.output, args.force)
     announce(prepared)
-    report = export(prepared, args.format, args.precision, out, args.force, progress)
+    report = export(prepared, args.format, args.precision, out, args.force, progress, args.int8_form)
     say(args, report.format())
     write_json(args, report.to_dict())
     return 0
@@ -40,6 +41,7 @@ def add(sub) -> None:
     add_model_args(parser)
     parser.add_argument("--format", default="tflite", help="onnx or tflite (default: tflite)")
     parser.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (TFLite); ONNX is fp32")
+    add_int8_form(parser)
     parser.add_argument("-o", "--output", type=Path, help="output file or bundle folder (default: exports/<model>_"
                         "<variant>_x<scale>_<precision>.<ext>)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")

@@ -7,6 +7,7 @@ import sys
 
 from edgesr.cli.common import (
     Parser,
+    add_int8_form,
     add_json,
     add_model_args,
     check_outputs,
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare(args)
     chosen = args.sizes or DEFAULT_SIZES
     _check_fits(prepared, chosen)
-    report = Model(prepared).verify(args.precision, chosen, progress)
+    report = Model(prepared).verify(args.precision, chosen, progress, args.int8_form)
     cfg = prepared.config
     sizes = ", ".join(f"{h}x{w}" for h, w in chosen)
     say(args, f"verify {prepared.label} ({prepared.io.color_space}, 0..{cfg.pixel_range:g}); weights: "
@@ -69,6 +70,7 @@ def add(sub) -> None:
     add_model_args(parser)
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS,
                         help="TFLite precisions to check (default: all the family exports; smsr: fp32 fp16)")
+    add_int8_form(parser)
     parser.add_argument("--sizes", type=size_list, default=None,
                         help="LR input sizes HxW,... (default: 48x48,37x53,64x41)")
     add_json(parser, "the results")

@@ -4,12 +4,14 @@ folder (edgesr/bundle.py) that the family's glue runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,15 +21,23 @@ from edgesr.check import Check, Pair, Subject, check_pairs, collect, expectation
 from edgesr.deployable import Deployable, GraphSpec
 from edgesr.errors import ParityError, UserError
 from edgesr.family import IOSpec
-from edgesr.images import calibration_crops, verification_inputs
+from edgesr.images import FULL_CROP, calibration_crops, verification_inputs
 from edgesr.model import Prepared
 from edgesr.model_files import LoadedModel, open_model
 from edgesr.profile import count_params, macs_per_lr_pixel
 from edgesr.runners import TorchGraph
 
+if TYPE_CHECKING:
+    from edgesr.export.tflite import Delegation
+
 FORMATS = {"onnx": ("fp32",), "tflite": ("fp32", "fp16", "int8")}
 PRECISIONS = ("fp32", "fp16", "int8")
 PARITY_SIZES = [(20, 26), (45, 61)]  # odd, one smaller than a ClassSR tile
+# int8 .tflite: "auto" stores the family's int8 form where it has one (ECBSR: 2x2 blocks, PReLU as a
+# ReLU pair: every op in XNNPACK), else the deploy graph; "native" always the deploy graph (PRELU
+# ops, for NPU drivers that run int8 PRELU)
+INT8_FORMS = ("auto", "native")
+CALIBRATION_MACS = 150e9  # of whole-frame calibration per int8 graph: blocked ECBSR-M4C16 gets 10 crops, SplitSR-C64 2
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class GraphFile:
     ops: Counter
     params: int
     macs_per_pixel: float  # per input pixel (per tile pixel for a tile graph)
+    delegation: Delegation | None = None  # .tflite: what XNNPACK runs
+    form: str | None = None  # int8 .tflite: the stored form (INT8_FORMS)
 
 
 @dataclass
@@ -75,7 +87,8 @@ class ExportReport:
         return {"path": str(self.path), "model": self.label, "format": self.fmt, "precision": self.precision,
                 "io": self.io.to_dict(), "weights": self.weights, "train_params": self.train_params,
                 "files": [{"graph": f.name, "file": f.file, "precision": f.precision, "bytes": f.size_bytes,
-                           "ops": dict(f.ops), "params": f.params, "macs_per_pixel": f.macs_per_pixel}
+                           "ops": dict(f.ops), "params": f.params, "macs_per_pixel": f.macs_per_pixel,
+                           "xnnpack": f.delegation.to_dict() if f.delegation else None, "int8_form": f.form}
                           for f in self.files],
                 "checks": [c.to_dict() for c in self.checks], "notes": self.notes}
 
@@ -104,12 +117,46 @@ class ExportReport:
             lines.append(f"  ops      {', '.join(f'{k} x{v}' for k, v in self.ops.most_common())} ({transpose})")
         else:
             lines.append(f"  ops      {transpose} in any graph")
+        for f in self.files:
+            where = "" if single else f"{f.name}: "
+            if f.form:
+                lines.append(f"  int8     {where}{INT8_FORM_NOTES[f.form]}")
+            if f.delegation:
+                lines.append(f"  xnnpack  {where}{f.delegation.format()}")
         for c in self.checks:
             lines.append(f"  parity   {c.reference} vs {c.candidate} over {c.inputs} inputs: "
                          f"max-abs {c.stats.max_abs:.3g}, PSNR {c.stats.psnr_db:.1f} dB; deviation from the "
                          f"{c.precision} error model {c.deviation:.3g} (bound {c.bound:.3g}, "
                          f"{100 * c.used:.0f}% used): {c.result}")
         return "\n".join(lines)
+
+
+INT8_FORM_NOTES = {"blocked": "form 'blocked': convs on 2x2 pixel blocks, each PReLU a ReLU pair recombined by "
+                              "a 1x1 conv (exact; --int8-form native keeps PRELU ops)",
+                   "native": "form 'native': the deploy graph's own ops"}
+
+
+def stored_form(prepared: Prepared, fmt: str, precision: str, int8_form: str = "auto") -> Prepared:
+    """The model whose graphs a file stores: for an int8 .tflite and `int8_form` 'auto', each graph
+    the family rebuilds for int8 (Family.int8_form), else the deploy graphs as they are."""
+    if int8_form not in INT8_FORMS:
+        raise UserError(f"unknown int8 form '{int8_form}': choose one of {', '.join(INT8_FORMS)}")
+    if fmt != "tflite" or precision != "int8" or int8_form == "native":
+        return prepared
+    deployable = prepared.deployable
+    graphs = {name: (spec if spec.precision(precision) != "int8" else
+                     prepared.family.int8_form(name, spec, prepared.config) or spec)
+              for name, spec in deployable.graphs.items()}
+    if all(graphs[name] is spec for name, spec in deployable.graphs.items()):
+        return prepared
+    return dataclasses.replace(prepared, deployable=dataclasses.replace(deployable, graphs=graphs))
+
+
+def graph_form(spec: GraphSpec, precision: str) -> str | None:
+    """The int8 form name of a stored graph (None unless int8)."""
+    if precision != "int8":
+        return None
+    return getattr(spec.module, "int8_form", "native")
 
 
 def check_format(prepared: Prepared, fmt: str, precision: str) -> None:
@@ -166,9 +213,15 @@ def resolve_output(prepared: Prepared, fmt: str, precision: str, out: Path | Non
 
 
 def _calibration(spec: GraphSpec, io: IOSpec) -> list[np.ndarray]:
-    """int8 representative data (NHWC): photo crops at the graph's input size."""
-    size = spec.tile or 64
-    return [c.transpose(0, 2, 3, 1) for c in calibration_crops(io.colors, io.pixel_range, size=size)]
+    """int8 representative data (NHWC): photo crops at the graph's input size (tile graphs), or
+    64x64 patches and up to 10 whole-frame crops, as many as CALIBRATION_MACS allow (graphs on
+    whole images: the converter runs each crop through the float graph)."""
+    full = 0
+    if not spec.tile:
+        frame = FULL_CROP[0] * FULL_CROP[1] * macs_per_lr_pixel(spec.module, io.colors)
+        full = int(max(1, min(10, CALIBRATION_MACS // max(frame, 1))))
+    crops = calibration_crops(io.colors, io.pixel_range, size=spec.tile or 64, full=full)
+    return [c.transpose(0, 2, 3, 1) for c in crops]
 
 
 def write_graph(prepared: Prepared, name: str, fmt: str, precision: str, path: Path) -> None:
@@ -184,8 +237,14 @@ def write_graph(prepared: Prepared, name: str, fmt: str, precision: str, path: P
     else:
         from edgesr.export.tflite import convert_keras
 
-        twin = prepared.family.keras_twin(name, spec, prepared.config)
         calibration = _calibration(spec, io) if precision == "int8" else None
+        own = getattr(spec.module, "to_keras", None)  # a shared form (edgesr/nn) builds its own twin
+        if own is None:
+            twin = prepared.family.keras_twin(name, spec, prepared.config)
+        elif precision == "int8":  # its int8 ranges are its own (see BlockedChain.int8_ranges)
+            twin = own(spec.module.int8_ranges([c.transpose(0, 3, 1, 2) for c in calibration], io.pixel_range))
+        else:
+            twin = own()
         path.write_bytes(convert_keras(twin, precision, calibration))
     metadata.embed(path, _file_metadata(prepared, name, precision))
 
@@ -195,7 +254,10 @@ def _file_metadata(prepared: Prepared, name: str, precision: str, parity: list[d
     colors = prepared.config.colors
     macs = macs_per_lr_pixel(spec.module, colors, spec.tile) if spec.tile else macs_per_lr_pixel(spec.module, colors)
     document = metadata.document(prepared.metadata(), name, precision, parity)
-    return {**document, "tile": spec.tile, "output_tensor": spec.output, "macs_per_pixel": macs}
+    extra = {"int8_form": graph_form(spec, precision)} if precision == "int8" else {}
+    if getattr(spec.module, "size_multiple", 1) > 1:
+        extra.update(size_multiple=spec.module.size_multiple, receptive_radius=spec.module.radius)
+    return {**document, "tile": spec.tile, "output_tensor": spec.output, "macs_per_pixel": macs, **extra}
 
 
 def graph_inputs(spec: GraphSpec, io: IOSpec, sizes: list[tuple[int, int]], seed: int) -> list[tuple[str, np.ndarray]]:
@@ -252,6 +314,9 @@ def parity(prepared: Prepared, path: Path, precision: str, sizes: list[tuple[int
     """The whole-model check of an exported file or bundle already on disk."""
     path = Path(path)
     loaded = open_model(path)
+    stored = [loaded.metadata] + list((loaded.metadata or {}).get("graphs") or [])
+    if any((m or {}).get("int8_form") not in (None, "native") for m in stored):
+        prepared = stored_form(prepared, path.suffix[1:] or loaded.metadata.get("runtime"), precision)
     if path.is_dir():
         files = {entry["name"]: path / entry["file"] for entry in loaded.metadata["graphs"]}
         fmt = loaded.metadata["runtime"]
@@ -303,14 +368,21 @@ def _graph_file(prepared: Prepared, name: str, path: Path, fmt: str, precision: 
     spec = prepared.deployable.graphs[name]
     colors = prepared.config.colors
     macs = (macs_per_lr_pixel(spec.module, colors, spec.tile) if spec.tile else macs_per_lr_pixel(spec.module, colors))
-    return GraphFile(name, path.name, spec.precision(precision), path.stat().st_size, op_counts(path),
-                     count_params(spec.module), macs)
+    delegation = None
+    if fmt == "tflite":
+        from edgesr.export.tflite import xnnpack_delegation
+
+        delegation = xnnpack_delegation(path)
+    stored = spec.precision(precision)
+    return GraphFile(name, path.name, stored, path.stat().st_size, op_counts(path), count_params(spec.module), macs,
+                     delegation, graph_form(spec, stored))
 
 
 def export(prepared: Prepared, fmt: str, precision: str, out: Path | None = None, force: bool = False,
-           progress: Callable[[str], None] = lambda _: None) -> ExportReport:
+           progress: Callable[[str], None] = lambda _: None, int8_form: str = "auto") -> ExportReport:
     """Export, check parity on the temporary files, embed the figures, then publish."""
     out = resolve_output(prepared, fmt, precision, out, force)
+    prepared = stored_form(prepared, fmt, precision, int8_form)
     deployable = prepared.deployable
     with written(prepared, fmt, precision, out, force, progress) as (tmp, files):
         checks = [] if deployable.single else graph_checks(deployable, files, fmt, precision, PARITY_SIZES)
@@ -336,7 +408,8 @@ def export(prepared: Prepared, fmt: str, precision: str, out: Path | None = None
 
 def export_to_scratch(prepared: Prepared, fmt: str, precision: str, folder: Path,
                       progress: Callable[[str], None] = lambda _: None) -> tuple[Path, dict[str, Path]]:
-    """Write (unchecked) into a scratch folder: for `verify`, which checks everything itself."""
+    """Write (unchecked) into a scratch folder: for `verify`, which checks everything itself (with
+    `stored_form(prepared, ...)` as the model, as here)."""
     out = folder / (f"model-{precision}{suffix(fmt)}" if prepared.deployable.single else f"{fmt}-{precision}")
     with written(prepared, fmt, precision, out, False, progress) as (_, files):
         pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,52 @@ def tflite_file_facts(path: Path) -> tuple[str, int]:
     if detail["dtype"] == np.int8:
         return "int8", int(detail["shape_signature"][-1])
     return ("fp16" if "float16" in tflite_weight_dtypes(path) else "fp32"), int(detail["shape_signature"][-1])
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """How LiteRT's default delegate (XNNPACK) takes a .tflite file: in how many partitions, and
+    which ops it leaves to TFLite's own kernels (each one a partition boundary, often one thread)."""
+
+    ops: int
+    partitions: int
+    outside: Counter
+
+    @property
+    def complete(self) -> bool:
+        return not self.outside
+
+    def format(self) -> str:
+        parts = f"{self.partitions} partition{'s' if self.partitions != 1 else ''}"
+        if self.complete:
+            return f"all {self.ops} ops in XNNPACK ({parts})"
+        left = ", ".join(f"{k} x{v}" for k, v in self.outside.most_common())
+        return f"{self.ops - sum(self.outside.values())} of {self.ops} ops in XNNPACK ({parts}); outside: {left}"
+
+    def to_dict(self) -> dict:
+        return {"ops": self.ops, "partitions": self.partitions, "outside": dict(self.outside)}
+
+
+def _delegated_nodes(path: Path, fuse: bool) -> list[dict]:
+    """The node list after LiteRT applied XNNPACK (nodes fused into partitions, or one delegate per node)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), experimental_disable_delegate_node_fusion=not fuse)
+    detail = interpreter.get_input_details()[0]
+    signature = list(detail["shape_signature"])
+    if len(signature) == 4 and -1 in signature:  # dynamic H, W: any even size will do
+        interpreter.resize_tensor_input(detail["index"], [1, 64, 64, signature[3]], strict=False)
+    with captured_output("LiteRT allocate_tensors"):
+        interpreter.allocate_tensors()
+    return interpreter._get_ops_details()
+
+
+def xnnpack_delegation(path: Path) -> Delegation:
+    """Count partitions with node fusion on; with it off every delegated node is its own DELEGATE
+    node, so an original node whose outputs no DELEGATE node produces stayed outside."""
+    partitions = sum(op["op_name"] == "DELEGATE" for op in _delegated_nodes(path, fuse=True))
+    nodes = _delegated_nodes(path, fuse=False)
+    delegated = {tuple(op["outputs"]) for op in nodes if op["op_name"] == "DELEGATE"}
+    original = [op for op in nodes if op["op_name"] != "DELEGATE"]
+    outside = Counter(op["op_name"] for op in original if tuple(op["outputs"]) not in delegated)
+    return Delegation(len(original), partitions, outside)

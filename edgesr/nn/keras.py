@@ -76,14 +76,16 @@ class AddConstant(keras.layers.Layer):
 
 
 class ChannelSplit(keras.layers.Layer):
-    """tf.split on the channel axis into groups of `sizes` channels (SPLIT_V)."""
+    """The channel axis cut into groups of `sizes` channels, one STRIDED_SLICE each: XNNPACK takes
+    those (fp32 and int8) but not SPLIT_V, which left every SplitSR block outside it (19 partitions)."""
 
     def __init__(self, sizes, **kwargs):
         super().__init__(**kwargs)
         self.sizes = [int(s) for s in sizes]
 
     def call(self, x):
-        return tf.split(x, self.sizes, axis=-1)
+        ends = np.cumsum(self.sizes)
+        return [x[..., end - size:end] for size, end in zip(self.sizes, ends, strict=True)]
 
     def compute_output_shape(self, input_shape):
         return [(*input_shape[:-1], s) for s in self.sizes]
@@ -137,3 +139,47 @@ class ResizeBilinear(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "scale": self.scale}
+
+
+def keras_blocked_chain(chain, int8_ranges: list[tuple[float, float]] | None = None) -> keras.Model:
+    """Keras twin of an edgesr.nn.blocked.BlockedChain: CONV_2D (ReLU fused), CONV_2D 1x1, ADD and
+    one DEPTH_TO_SPACE; the last conv's and the skip's channels reordered for depth_to_space. With
+    `int8_ranges`, a FakeQuant after each stored tensor sets its int8 range."""
+    from edgesr.layout import depth_to_space_order
+
+    ranges = iter(int8_ranges or [])
+
+    def stored(y, name):
+        lo_hi = next(ranges, None)
+        return y if lo_hi is None else FakeQuant(*lo_hi, name=f"{name}_range")(y)
+
+    side = chain.shuffle.upscale_factor
+    order = depth_to_space_order(chain.colors, side)
+    lr = keras.Input(shape=(None, None, chain.colors), batch_size=1, name="lr")
+    layers = [chain.entry, *chain.layers]
+    y = lr
+    for index, layer in enumerate(layers):
+        conv = layer.conv
+        last = index == len(layers) - 1
+        y = conv2d(conv.weight, conv.bias, f"conv{index}", activation="relu" if layer.combine is not None else None,
+                   stride=conv.stride[0], padding="same", order=order if last else None)(y)
+        y = stored(y, f"conv{index}")
+        if layer.combine is not None:
+            y = stored(conv2d(layer.combine.weight, None, f"prelu{index}")(y), f"prelu{index}")
+    skip = conv2d(chain.skip.weight, None, "skip", stride=chain.skip.stride[0], padding="valid", order=order)(lr)
+    y = stored(keras.layers.Add(name="residual")([y, skip]), "residual")
+    return keras.Model(lr, DepthToSpace(side, name="sr")(y), name="blocked_chain")
+
+
+class FakeQuant(keras.layers.Layer):
+    """Identity in float; tells the int8 converter this tensor's range (lo, hi)."""
+
+    def __init__(self, lo: float, hi: float, **kwargs):
+        super().__init__(**kwargs)
+        self.lo, self.hi = float(lo), float(hi)
+
+    def call(self, x):
+        return tf.quantization.fake_quant_with_min_max_args(x, min=self.lo, max=self.hi, num_bits=8)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "lo": self.lo, "hi": self.hi}

@@ -48,3 +48,10 @@ class ECBSRFamily(Family):
         from edgesr.families.ecbsr.keras import build_keras_ecbsr
 
         return build_keras_ecbsr(spec.module)
+
+    def int8_form(self, graph: str, spec: GraphSpec, config: ecbsr.ECBSRConfig) -> GraphSpec:
+        from edgesr.nn.blocked import blocked_chain
+
+        layers = [(b.conv3x3.weight, b.conv3x3.bias, None if b.act is None else b.act.weight)
+                  for b in spec.module.backbone]
+        return GraphSpec(blocked_chain(layers, config.colors, config.scale))
