@@ -162,12 +162,13 @@ def _fmt_psnr(db: float) -> str:
 
 def format_table(checks: list[Check]) -> str:
     """The verification table: one row per compared pair."""
-    header = (f"{'reference':<10} {'candidate':<12} {'prec':<5} {'inputs':>6} {'max-abs':>9} {'mean-abs':>9} "
+    wide = max([12] + [len(c.candidate) for c in checks])
+    header = (f"{'reference':<10} {'candidate':<{wide}} {'prec':<5} {'inputs':>6} {'max-abs':>9} {'mean-abs':>9} "
               f"{'PSNR dB':>8} {'deviation':>10} {'bound':>9} {'used':>6}  result")
     lines = [header, "-" * len(header)]
     for c in checks:
         exempt = f" ({100 * c.exempt:.1f}% exempt)" if c.exempt else ""
-        lines.append(f"{c.reference:<10} {c.candidate:<12} {c.precision:<5} {c.inputs:>6} {c.stats.max_abs:>9.3g} "
+        lines.append(f"{c.reference:<10} {c.candidate:<{wide}} {c.precision:<5} {c.inputs:>6} {c.stats.max_abs:>9.3g} "
                      f"{c.stats.mean_abs:>9.3g} {_fmt_psnr(c.stats.psnr_db):>8} {c.deviation:>10.3g} "
                      f"{c.bound:>9.3g} {100 * c.used:>5.0f}%  {c.result}{exempt}")
     return "\n".join(lines)
