@@ -143,3 +143,17 @@ def test_default_int8_export_is_blocked_and_all_in_xnnpack_native_keeps_prelu(sh
     delegation = native.files[0].delegation
     assert native.files[0].form == "native" and delegation.outside == {"PRELU": 5} and delegation.partitions > 1
     assert native.parity.passed
+
+
+def test_calibration_tails_give_numpys_percentiles_without_keeping_every_value():
+    from edgesr.nn.blocked import CLIP_PERCENTILE, Tails
+
+    rng = np.random.default_rng(0)
+    chunks = [rng.standard_t(3, size=n) for n in (200_000, 50_000, 120_000)]
+    tails = Tails(len(chunks), 200_000)
+    for chunk in chunks:
+        tails.add(chunk, chunk.size)
+    every = np.concatenate(chunks)
+    for percent in (CLIP_PERCENTILE, 100 - CLIP_PERCENTILE):
+        assert tails.percentile(percent) == pytest.approx(np.percentile(every, percent), rel=1e-12)
+    assert sum(t.size for t in tails.high) < 0.001 * every.size  # what is kept: the tails only

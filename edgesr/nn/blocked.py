@@ -85,7 +85,8 @@ class BlockedChain(nn.Module):
         Each spans the CLIP_PERCENTILE of the tensor's calibration values rather than their extremes:
         a few outliers no longer coarsen the step of every other value. The output range is the
         pixel range: what consumers clip to anyway."""
-        values: list[list[np.ndarray]] = []
+        tails: list[Tails] = []
+        largest = max(int(np.prod(crop.shape[2:])) for crop in crops)
         with torch.no_grad():
             for crop in crops:
                 x = torch.from_numpy(np.ascontiguousarray(crop)).float()
@@ -98,12 +99,12 @@ class BlockedChain(nn.Module):
                         z = layer.combine(z)
                     seen.append(z)
                     y = z
-                values.append([t.flatten().numpy() for t in seen])
+                tails = tails or [Tails(len(crops), largest) for _ in seen]
+                for tail, tensor in zip(tails, seen, strict=True):
+                    tail.add(tensor.flatten().numpy(), int(np.prod(crop.shape[2:])))
         ranges = []
-        for tensors in zip(*values, strict=True):
-            flat = np.concatenate(tensors)
-            lo = min(0.0, float(np.percentile(flat, 100 - CLIP_PERCENTILE)))
-            hi = max(0.0, float(np.percentile(flat, CLIP_PERCENTILE)))
+        for tail in tails:
+            lo, hi = min(0.0, tail.percentile(100 - CLIP_PERCENTILE)), max(0.0, tail.percentile(CLIP_PERCENTILE))
             ranges.append((lo, hi if hi > lo else lo + 1.0))
         return ranges + [(0.0, float(pixel_range))]
 
@@ -112,6 +113,37 @@ class BlockedChain(nn.Module):
         from edgesr.nn.keras import keras_blocked_chain
 
         return keras_blocked_chain(self, int8_ranges)
+
+
+class Tails:
+    """The extreme values of a tensor over calibration crops, enough to give np.percentile's value
+    at CLIP_PERCENTILE (and its mirror) exactly without holding every value: each crop keeps the
+    k largest and k smallest of its values, k bounded by the share of the largest possible total."""
+
+    def __init__(self, crops: int, largest_pixels: int):
+        self.crops, self.largest = crops, largest_pixels
+        self.count = 0
+        self.low: list[np.ndarray] = []
+        self.high: list[np.ndarray] = []
+
+    def add(self, values: np.ndarray, pixels: int) -> None:
+        self.count += values.size
+        share = 1 - CLIP_PERCENTILE / 100
+        k = min(values.size, int(np.ceil(share * values.size * self.crops * self.largest / pixels)) + 2)
+        self.low.append(np.partition(values, k - 1)[:k])
+        self.high.append(-np.partition(-values, k - 1)[:k])
+
+    def percentile(self, percent: float) -> float:
+        """np.percentile(all values, percent) (linear interpolation), for percent in the kept tails."""
+        position = percent / 100 * (self.count - 1)  # rank from the bottom
+        if percent < 50:
+            kept = np.sort(np.concatenate(self.low))
+        else:
+            kept = np.sort(np.concatenate(self.high))
+            position -= self.count - kept.size  # ranks below the kept top values
+        below = int(np.floor(position))
+        above = min(below + 1, kept.size - 1)
+        return float(kept[below] + (position - below) * (kept[above] - kept[below]))
 
 
 ConvPReLU = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]  # (weight, bias, PReLU slopes or None)
