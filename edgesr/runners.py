@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -107,13 +108,16 @@ class TfliteGraph:
         self.input = self.interpreter.get_input_details()[0]
         self.output_index = self.interpreter.get_output_details()[0]["index"]
         self.shape: tuple[int, ...] | None = None
+
+    @cached_property
+    def blocks(self) -> tuple[int, int, int]:
+        """(size multiple, receptive radius, scale) from the file's metadata, read when an odd side
+        first arrives: a graph on 2x2 blocks (edgesr/nn/blocked.py) runs odd sides as even windows."""
         from edgesr import metadata
 
         described = metadata.read(self.path) or {}
-        # a graph on 2x2 blocks (edgesr/nn/blocked.py) takes even sides: others run as even windows
-        self.size_multiple = int(described.get("size_multiple") or 1)
-        self.radius = int(described.get("receptive_radius") or 0)
-        self.scale = int((described.get("io") or {}).get("scale") or 1)
+        return (int(described.get("size_multiple") or 1), int(described.get("receptive_radius") or 0),
+                int((described.get("io") or {}).get("scale") or 1))
 
     @property
     def fixed_side(self) -> int | None:
@@ -122,10 +126,11 @@ class TfliteGraph:
         return int(signature[1]) if len(signature) == 4 and signature[1] > 0 and signature[1] == signature[2] else None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.size_multiple > 1 and x.ndim == 4 and (x.shape[2] % 2 or x.shape[3] % 2):
+        if x.ndim == 4 and (x.shape[2] % 2 or x.shape[3] % 2) and self.blocks[0] > 1:
             from edgesr.tiling import run_even
 
-            return run_even(self, x, self.scale, self.radius)
+            _, radius, scale = self.blocks
+            return run_even(self, x, scale, radius)
         try:
             result = _dequantize(self.bind(x)(), self.interpreter.get_output_details()[0])
         except Exception as exc:  # noqa: BLE001
@@ -134,7 +139,7 @@ class TfliteGraph:
 
     def bind(self, x: np.ndarray) -> Callable[[], np.ndarray]:
         """The staged input is NHWC (and int8 for int8 models); the call returns raw NHWC output."""
-        if self.size_multiple > 1 and (x.shape[2] % self.size_multiple or x.shape[3] % self.size_multiple):
+        if (x.shape[2] % 2 or x.shape[3] % 2) and self.blocks[0] > 1:
             raise UserError(f"{self.path.name} computes on 2x2 pixel blocks: time it on even sizes "
                             f"(not {x.shape[2]}x{x.shape[3]})")
         nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))

@@ -55,11 +55,11 @@ def verify(prepared: Prepared, precisions: list[str], sizes: list[tuple[int, int
             progress(f"exporting {name}")
             stored = stored_form(prepared, fmt, precision, int8_form)
             form = stored.deployable
-            kind = next((graph_form(spec, precision) for spec in form.graphs.values()), None)
-            name_form = f"torch-{kind}"
-            if form is not deployable and name_form not in subjects:
-                subjects[name_form] = Subject(form.torch_runner, family.expectation(ref.model, form, "fp32", None))
-                pairs.append(Pair(ref_name, name_form, "fp32"))
+            if form is not deployable:
+                name_form = "torch-" + next(graph_form(spec, precision) for spec in form.graphs.values())
+                if name_form not in subjects:
+                    subjects[name_form] = Subject(form.torch_runner, family.expectation(ref.model, form, "fp32", None))
+                    pairs.append(Pair(ref_name, name_form, "fp32"))
             path, files = export_to_scratch(stored, fmt, precision, Path(scratch), progress)
             if fmt == "tflite" and delegation is not None:
                 from edgesr.export.tflite import xnnpack_delegation
