@@ -116,9 +116,13 @@ def test_bench_end_to_end_writes_schema(tmp_path, monkeypatch, capsys):
     for case in report["cases"]:
         assert case["latency"]["runs"] == 3 and case["latency"]["min_ms"] > 0
         assert case["threads_applied"] == 1 and case["peak_rss_mb"] > 0
-        assert 0 < case["ceiling_fraction"] < 1 and case["macs"] > 0
+        assert case["macs"] > 0
         top = measured["int8_gops"] if case["precision"] == "int8" else measured["fp32_gflops"]
         assert case["ceiling_gops"] == top
+        if case["precision"] == "fp32":  # no tiny model outruns a large SGEMM
+            assert 0 < case["ceiling_fraction"] < 1
+        else:  # a CPU without fast int8 GEMM (or none in this torch build): slow or unmeasured ceiling
+            assert top is None or case["ceiling_fraction"] > 0
         if case["runtime"] == "tflite":  # the default int8 form (ECBSR: blocked) runs all in XNNPACK too
             assert case["xnnpack"]["partitions"] == 1 and case["xnnpack"]["outside"] == {}
     train, deploy = report["cases"][0], report["cases"][1]
