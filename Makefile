@@ -2,7 +2,7 @@
 VENV ?= .venv
 EDGESR := $(VENV)/bin/edgesr
 
-.PHONY: setup demo test test-fast bench quality
+.PHONY: setup demo test test-fast bench quality data
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml constraints.txt scripts/setup.sh
@@ -24,3 +24,6 @@ bench: setup
 
 quality: setup
 	$(VENV)/bin/python -m benchmarks.quality
+
+data:
+	bash scripts/training_data.sh

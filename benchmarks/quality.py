@@ -1,7 +1,7 @@
 """Quality of the checkpoints edgesr ships: `python -m benchmarks.quality` (or `make quality`).
 
-For each built-in checkpoint, PSNR/SSIM on the Y channel (papers' protocol, see edgesr/evaluate.py)
-on the held-out photos (scikit-image's bundled ones, never used for training), for the training
+For each built-in checkpoint, PSNR/SSIM on the Y channel (the default protocol, EDSR's: see
+edgesr/protocol.py) on the held-out photos (scikit-image's bundled ones, never used for training), for the training
 graph, the deploy graph and every exported file (each parity-checked when exported), next to
 bicubic on the same LR. For ClassSR the training graph is the hard-routed one, tile by tile, and
 the deploy and exported forms are routed bundles (ONNX Runtime / LiteRT). Writes
@@ -25,6 +25,7 @@ from edgesr.export.exporter import FORMATS, export
 from edgesr.images import write_heldout_photos
 from edgesr.model import Prepared, prepare
 from edgesr.model_files import open_model
+from edgesr.protocol import DEFAULT_PROTOCOL, get_protocol
 from edgesr.runners import Graph
 
 SHIPPED = (("ecbsr", "M4C16", 4), ("ecbsr", "M4C16", 2), ("classsr", "FSRCNN-16-36-56", 4))
@@ -63,19 +64,39 @@ def measure(models=SHIPPED) -> dict:
             for name, graph in _graphs(prepared, Path(tmp)).items():
                 cfg = prepared.config
                 scores = evaluate_folder(graph, photos, cfg.scale, cfg.colors, cfg.pixel_range, _progress).images
+                summary = getattr(graph, "summary", None)  # routed bundles: class shares and MACs
                 rows.append({"model": model, "variant": variant, "scale": scale,
                              "weights": prepared.weights.replace(f"{ROOT}/", ""),
-                             "graph": name, "images": [s.to_dict() for s in scores], "mean": mean_scores(scores)})
+                             "graph": name, "images": [s.to_dict() for s in scores], "mean": mean_scores(scores),
+                             "worst_gain": min(s.psnr_y - s.bicubic_psnr_y for s in scores),
+                             "routing": summary() if summary else None})
+    protocol = get_protocol(DEFAULT_PROTOCOL)
     return {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "data": "scikit-image photos (held out)",
-            "protocol": "Y PSNR/SSIM, border crop = scale, 8-bit output; RGB PSNR alongside", "rows": rows}
+            "classsr_branches": classsr_branches(models),
+            "protocol": f"protocol {protocol.name} ({protocol.summary}), border crop = scale, 8-bit output; "
+                        "SSIM on MATLAB's 8-bit Y; RGB PSNR alongside", "rows": rows}
+
+
+def classsr_branches(models=SHIPPED) -> list[dict]:
+    """Each shipped ClassSR's branches on the tiles routed to them (interiors), vs bicubic
+    (edgesr/families/classsr/branch_quality.py)."""
+    from edgesr.families.classsr.branch_quality import branch_gains
+    from edgesr.images import PHOTOS, photo
+
+    rows = []
+    for model, variant, scale in models:
+        if model == "classsr":
+            gains = branch_gains(prepare(model, variant, scale).train, [photo(name) for name in PHOTOS])
+            rows.append({"model": f"{model}-{variant} x{scale}", "branches": [g.to_dict() for g in gains]})
+    return rows
 
 
 def to_markdown(result: dict) -> str:
     """The README table: one row per model and graph, with the loss vs the model's first graph
     (the training graph)."""
     lines = ["| model | graph | PSNR-Y dB | SSIM-Y | PSNR-RGB dB | bicubic PSNR-Y | gain over bicubic | "
-             "vs first graph |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "worst image | vs first graph |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     first: dict[tuple, float] = {}
     for r in result["rows"]:
         first.setdefault((r["model"], r["variant"], r["scale"]), r["mean"]["psnr_y"])
@@ -84,10 +105,17 @@ def to_markdown(result: dict) -> str:
         delta = m["psnr_y"] - first[(r["model"], r["variant"], r["scale"])]
         lines.append(f"| {r['model']}-{r['variant']} x{r['scale']} | {r['graph']} | {m['psnr_y']:.3f} | "
                      f"{m['ssim_y']:.4f} | {m['psnr_rgb']:.3f} | {m['bicubic_psnr_y']:.3f} | "
-                     f"{m['psnr_y'] - m['bicubic_psnr_y']:+.3f} | {delta:+.3f} |")
+                     f"{m['psnr_y'] - m['bicubic_psnr_y']:+.3f} | {r['worst_gain']:+.3f} | {delta:+.3f} |")
     names = ", ".join(s["name"] for s in result["rows"][0]["images"])
+    routed = [r for r in result["rows"] if r.get("routing") and r["graph"] == "deploy"]
+    lines += [""] + [f"{r['model']}-{r['variant']} x{r['scale']} routing on these photos: {r['routing']}"
+                     for r in routed] if routed else []
+    for row in result.get("classsr_branches", []):
+        parts = ", ".join(f"{b['name']} {b['tiles']} tiles {b['gain_db']:+.3f} dB" for b in row["branches"])
+        lines += ["", f"{row['model']} branches on the tiles routed to them (interiors, vs bicubic): {parts}"]
     lines += ["", f"Measured {result['created'][:10]} with `python -m benchmarks.quality` on the held-out photos "
-              f"({names}): {result['protocol']}; mean over the images."]
+              f"({names}): {result['protocol']}; mean over the images; worst image: the smallest per-image "
+              "gain over bicubic."]
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ from edgesr.model import Prepared, RandomWeightsWarning, prepare
 from edgesr.model_files import LoadedModel
 from edgesr.model_files import open_model as _open_model
 from edgesr.profile import count_params, peak_activation_per_pixel
+from edgesr.protocol import DEFAULT_PROTOCOL, get_protocol
 from edgesr.resources import check_fits
 from edgesr.runners import Graph, check_io
 from edgesr.upscale import memory_needed, upscale_rgb
@@ -112,7 +113,8 @@ class EvalReport:
 
     def to_dict(self) -> dict:
         return {"model": self.label, "graph": self.graph, "data": self.data, "io": self.io.to_dict(),
-                "images": [s.to_dict() for s in self.scores.images], "skipped": self.scores.skipped,
+                "protocol": self.scores.protocol, "images": [s.to_dict() for s in self.scores.images],
+                "skipped": self.scores.skipped,
                 "mean": self.mean, "gain_over_bicubic_db": self.gain_db}
 
 
@@ -163,12 +165,12 @@ def _bench(target, weights: str, notes: list[str], runtimes, precisions, inputs,
 
 
 def _evaluate(graph: Graph, io: IOSpec, label: str, what: str, data: str | Path, activations: float,
-              progress: Progress) -> EvalReport:
+              progress: Progress, protocol: str) -> EvalReport:
     with tempfile.TemporaryDirectory(prefix="edgesr-eval-") as scratch:
         folder = Path(scratch) if str(data) == SKIMAGE else Path(data)
         if str(data) == SKIMAGE:
             write_heldout_photos(folder)
-        scores = evaluate_folder(graph, folder, io.scale, io.colors, io.pixel_range, progress, activations)
+        scores = evaluate_folder(graph, folder, io.scale, io.colors, io.pixel_range, progress, activations, protocol)
     name = "scikit-image photos (held out)" if str(data) == SKIMAGE else str(data)
     return EvalReport(label, what, name, io, scores)
 
@@ -253,12 +255,15 @@ class Model:
                         delegation)
         return VerifyReport(self.label, self.weights, sizes, checks, delegation)
 
-    def evaluate(self, data: str | Path = SKIMAGE, graph: str = "deploy", progress: Progress = _quiet) -> EvalReport:
-        """PSNR/SSIM (Y, border crop = scale, 8-bit output) against bicubic on a folder of HR photos
-        ('skimage': scikit-image's bundled photos, which training never sees)."""
+    def evaluate(self, data: str | Path = SKIMAGE, graph: str = "deploy", progress: Progress = _quiet,
+                 protocol: str = DEFAULT_PROTOCOL) -> EvalReport:
+        """PSNR/SSIM-Y by `protocol` (edgesr.protocol: border crop = scale, 8-bit output) against
+        bicubic on a folder of HR photos ('skimage': scikit-image's bundled photos, which training
+        never sees)."""
+        get_protocol(protocol)
         runner, module = self._runner(graph)
         return _evaluate(runner, self.io, self.label, f"{graph} graph", data,
-                         4 * 3 * peak_activation_per_pixel(module, self.io.colors), progress)
+                         4 * 3 * peak_activation_per_pixel(module, self.io.colors), progress, protocol)
 
     def upscale(self, image: np.ndarray | str | Path, tile: int = 256, overlap: int = 16,
                 graph: str = "deploy") -> np.ndarray:
@@ -319,8 +324,10 @@ class ExportedModel:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.loaded(x)
 
-    def evaluate(self, data: str | Path = SKIMAGE, progress: Progress = _quiet) -> EvalReport:
-        return _evaluate(self.loaded, self.io, self.label, str(self.loaded.path), data, 0.0, progress)
+    def evaluate(self, data: str | Path = SKIMAGE, progress: Progress = _quiet,
+                 protocol: str = DEFAULT_PROTOCOL) -> EvalReport:
+        get_protocol(protocol)
+        return _evaluate(self.loaded, self.io, self.label, str(self.loaded.path), data, 0.0, progress, protocol)
 
     def upscale(self, image: np.ndarray | str | Path, tile: int = 256, overlap: int = 16) -> np.ndarray:
         return _upscale(self.loaded, self.io, self.label, image, tile, overlap, 0.0)

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgesr.errors import UserError
 from edgesr.images import rgb_to_y
-from edgesr.resize import imresize
+from edgesr.resize import imresize_uint8, matlab_uint8
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -126,9 +126,15 @@ def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
     return image[: h - h % scale, : w - w % scale]
 
 
+def resize_8bit(image: np.ndarray, factor: float) -> np.ndarray:
+    """An image in [0, 1] as MATLAB resizes its 8-bit form (`imresize_uint8`), back in [0, 1]:
+    the papers' LR images (factor 1/scale) and bicubic baseline (factor scale)."""
+    return imresize_uint8(matlab_uint8(image * 255.0), factor) / 255.0
+
+
 def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
-    """LR = MATLAB bicubic downscale of HR, quantized to 8 bits like the stored LR PNGs."""
-    return np.clip(np.round(imresize(hr, 1.0 / scale) * 255.0), 0, 255) / 255.0
+    """LR = MATLAB bicubic downscale of the 8-bit HR, exactly the bytes of the papers' stored LR PNGs."""
+    return resize_8bit(hr, 1.0 / scale)
 
 
 def to_channels(rgb: np.ndarray, colors: int) -> np.ndarray:
@@ -147,17 +153,23 @@ class PairSet:
     skipped: list[str]
 
 
-def load_pairs(folder: Path, scale: int, colors: int, min_lr_side: int = 1) -> PairSet:
+def load_pairs(folder: Path, scale: int, colors: int, min_lr_side: int = 1,
+               hr_scales: tuple[float, ...] = (1.0,)) -> PairSet:
     """Load every readable image, build its LR by bicubic degradation; corrupt files, images
     smaller than `min_lr_side` LR pixels and images too large for memory are skipped with a
-    warning and counted."""
+    warning and counted. Each factor f < 1 of `hr_scales` adds the photo downscaled by f (8-bit,
+    as a smaller photo would be stored) as one more HR image: more detail per pixel."""
     names, lrs, hrs = [], [], []
     # decoding (float64 RGB), the float32 HR/LR copies and the resize's float64 passes
     usable, skipped = readable_images(folder, scale, min_lr_side * scale, bytes_per_pixel=3 * 8 * 4)
     for path, rgb in usable:
-        names.append(path.name)
-        hrs.append(to_channels(rgb, colors).astype(np.float32))
-        lrs.append(to_channels(degrade(rgb, scale), colors).astype(np.float32))
+        for factor in hr_scales:
+            hr = rgb if factor == 1 else modcrop(resize_8bit(rgb, factor), scale)
+            if min(hr.shape[:2]) < min_lr_side * scale:
+                continue
+            names.append(path.name if factor == 1 else f"{path.name}@{factor:g}")
+            hrs.append(to_channels(hr, colors).astype(np.float32))
+            lrs.append(to_channels(degrade(hr, scale), colors).astype(np.float32))
     return PairSet(names, lrs, hrs, skipped)
 
 

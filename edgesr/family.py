@@ -82,7 +82,9 @@ class Recipe:
     lr: float
     batch: int
     hr_patch: dict[int, int]  # HR patch side per scale, as the papers state it
-    milestones: tuple[float, ...] = (0.5, 0.75, 0.9)  # fractions of the run where the lr halves
+    milestones: tuple[float, ...] = (0.5, 0.75, 0.9)  # fractions of the run where the lr halves ("steps")
+    schedule: str = "cosine"  # learning-rate schedule: "cosine" or the papers' "steps"
+    ema: float = 0.999  # decay of the saved exponential moving average of the weights (0: none)
     stages: tuple[str, ...] = ()  # a staged recipe's stages, in order (ClassSR); () = one stage
     stage_lr: tuple[tuple[str, float], ...] = ()  # per-stage learning rates
 

@@ -40,6 +40,24 @@ def resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
     return matrix
 
 
+def matlab_uint8(values: np.ndarray) -> np.ndarray:
+    """MATLAB's conversion of doubles to uint8: saturate to 0..255, round half away from zero
+    (as float64 values)."""
+    return np.clip(np.floor(np.asarray(values, dtype=np.float64) + 0.5), 0.0, 255.0)
+
+
+def imresize_uint8(image8: np.ndarray, scale: float) -> np.ndarray:
+    """MATLAB's `imresize(uint8_image, scale, 'bicubic')`: the vertical pass first (equal scales keep
+    MATLAB's dimension order), its result stored as uint8, then the horizontal pass, stored as uint8
+    again. `image8` holds 0..255 integer values (any float or integer dtype); returns float64 0..255
+    integer values. The SR papers' stored LR images are these bytes exactly."""
+    h, w = image8.shape[:2]
+    out_h, out_w = int(math.ceil(h * scale)), int(math.ceil(w * scale))
+    rows, cols = resize_matrix(h, out_h, scale), resize_matrix(w, out_w, scale)
+    vertical = matlab_uint8(np.tensordot(rows, np.asarray(image8, dtype=np.float64), axes=(1, 0)))
+    return matlab_uint8(np.moveaxis(np.tensordot(cols, vertical, axes=(1, 1)), 0, 1))
+
+
 def imresize(image: np.ndarray, scale: float) -> np.ndarray:
     """Resize an HxW or HxWxC float image by `scale` (output size = ceil(size * scale)),
     MATLAB-style. Returns float64; the caller clips/rounds as needed."""

@@ -36,19 +36,55 @@ class TrainSettings:
     seed: int = 0
     save_every: int = 500
     log_every: int = 50
+    schedule: str = "steps"  # "steps": the recipe's milestones halve the lr; "cosine": lr * (1 + cos(pi t)) / 2
+    ema: float = 0.0  # decay of the exponential moving average of the weights that is saved (0: none)
 
 
-def _save(path: Path, model: torch.nn.Module, name: str, config: Config, iteration: int, optimizer, scheduler,
-          rng, final: bool) -> None:
+SCHEDULES = ("steps", "cosine")
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, settings: TrainSettings, milestones: tuple[float, ...]):
+    """The learning-rate schedule: the recipe's step milestones (lr halves at each fraction of the run)
+    or cosine annealing from lr to lr/100 over the run."""
+    if settings.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.iters, eta_min=settings.lr / 100)
+    steps = sorted({max(1, int(f * settings.iters)) for f in milestones})
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, steps, gamma=0.5)
+
+
+def weight_average(model: torch.nn.Module, decay: float):
+    """Exponential moving average of the weights and buffers: avg <- decay avg + (1 - decay) w per step
+    (torch.optim.swa_utils); None when decay is 0."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def _save(path: Path, model: torch.nn.Module, average, name: str, config: Config, iteration: int, optimizer,
+          scheduler, rng, final: bool) -> None:
+    """The checkpoint holds the weights to use (the average when there is one); an unfinished run
+    also holds what `resume` needs, the raw weights included."""
     metadata = {"model": name, "config": config.to_dict(), "graph": "train", "iterations": iteration}
     if getattr(model, "stage", None):  # ClassSR: which stage of its recipe produced these weights
         metadata["stage"] = model.stage
-    payload = {"edgesr": metadata,
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    if average is not None:
+        metadata["ema"] = True
+    shipped = model if average is None else average.module
+    payload = {"edgesr": metadata, "state_dict": _cpu(shipped.state_dict())}
     if not final:
-        payload["train_state"] = {"iteration": iteration, "optimizer": optimizer.state_dict(),
+        payload["train_state"] = {"iteration": iteration, "schedule": scheduler.__class__.__name__,
+                                  "optimizer": optimizer.state_dict(),
                                   "scheduler": scheduler.state_dict(), "numpy_rng": rng.bit_generator.state,
                                   "torch_rng": torch.get_rng_state()}
+        if average is not None:
+            payload["train_state"]["raw_weights"] = _cpu(model.state_dict())
+            payload["train_state"]["ema_state"] = _cpu(average.state_dict())
     write_checkpoint(path, payload, force=True)
 
 
@@ -65,11 +101,20 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
     rng = np.random.default_rng(settings.seed)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
     name = family.name
-    milestones = sorted({max(1, int(f * settings.iters)) for f in recipe_for(family).milestones})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.5)
+    scheduler = lr_scheduler(optimizer, settings, recipe_for(family).milestones)
+    average = weight_average(model, settings.ema)
     start = 0
     if resume_state:
         start = resume_state["iteration"]
+        if (average is None) != ("ema_state" not in resume_state):
+            raise UserError(f"the run to resume {'kept' if average is None else 'kept no'} weight average: resume it "
+                            f"{'with' if average is None else 'without'} «ema» as it started")
+        if average is not None:
+            model.load_state_dict(resume_state["raw_weights"])
+            average.load_state_dict(resume_state["ema_state"])
+        if resume_state.get("schedule", "MultiStepLR") != scheduler.__class__.__name__:
+            raise UserError(f"the run to resume used another learning-rate schedule: resume it with «schedule» "
+                            f"{'steps' if settings.schedule == 'cosine' else 'cosine'} as it started")
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         rng.bit_generator.state = resume_state["numpy_rng"]
@@ -93,6 +138,8 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if average is not None:
+            average.update_parameters(model)
         running, seen = running + loss.item() / pixel_range, seen + 1
         if iteration % settings.log_every == 0 or iteration == settings.iters:
             rate = seen / (time.perf_counter() - tick)
@@ -105,10 +152,12 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
                 log(f"iter {iteration:>6}/{settings.iters}  {text}")
             tick, running, seen = time.perf_counter(), 0.0, 0
         if iteration % settings.save_every == 0 and iteration < settings.iters:
-            _save(output, model, name, config, iteration, optimizer, scheduler, rng, final=False)
+            _save(output, model, average, name, config, iteration, optimizer, scheduler, rng, final=False)
             last_saved = iteration
+    _save(output, model, average, name, config, settings.iters, optimizer, scheduler, rng, final=True)
+    if average is not None:
+        model.load_state_dict(average.module.state_dict())
     model.eval().cpu()
-    _save(output, model, name, config, settings.iters, optimizer, scheduler, rng, final=True)
     return settings.iters
 
 
@@ -129,6 +178,9 @@ class TrainRequest:
     seed: int = 0
     save_every: int = 500
     stage: str | None = None
+    schedule: str | None = None
+    ema: float | None = None
+    hr_scales: tuple[float, ...] = (1.0,)  # each photo also downscaled by these (more detail per pixel)
     weights: Path | None = None  # start a new run from these weights
     resume: bool = False  # continue the run saved in `output`
     force: bool = False  # start over although `output` exists
@@ -153,9 +205,16 @@ def settings_for(request: TrainRequest, family: Family, config: Config, stage: s
     settings = TrainSettings(request.iters, recipe.batch if request.batch is None else request.batch,
                              recipe.lr_patch(config.scale) if request.patch is None else request.patch,
                              recipe.lr_for(stage) if request.lr is None else request.lr, request.seed,
-                             request.save_every)
+                             request.save_every, schedule=request.schedule or recipe.schedule,
+                             ema=recipe.ema if request.ema is None else request.ema)
     if settings.iters < 1 or settings.batch < 1 or settings.save_every < 1 or settings.lr_patch < 4:
         raise UserError("iterations, batch and save interval must be at least 1, the LR patch at least 4")
+    if settings.schedule not in SCHEDULES:
+        raise UserError(f"unknown learning-rate schedule '{settings.schedule}': choose one of {', '.join(SCHEDULES)}")
+    if not 0 <= settings.ema < 1:
+        raise UserError(f"weight-average decay {settings.ema:g} is not in [0, 1): pass e.g. 0.999, or 0 for none")
+    if not request.hr_scales or not all(0 < f <= 1 for f in request.hr_scales):
+        raise UserError(f"HR scales {request.hr_scales} must be in (0, 1], e.g. 1 0.5")
     if not (math.isfinite(settings.lr) and settings.lr > 0):
         raise UserError(f"learning rate {settings.lr:g} is not a learning rate: pass a finite number > 0, e.g. 5e-4")
     return settings
@@ -216,9 +275,11 @@ def run_training(request: TrainRequest, progress: Callable[[str], None] = lambda
                                 "iterations): there is nothing to resume; start over instead")
     if stage:
         model.set_stage(stage)
-    pairs = load_pairs(request.data, config.scale, config.colors, min_lr_side=settings.lr_patch)
+    pairs = load_pairs(request.data, config.scale, config.colors, min_lr_side=settings.lr_patch,
+                       hr_scales=request.hr_scales)
+    averaged = f", weight average {settings.ema:g}" if settings.ema else ""
     progress(f"training {label} on {len(pairs.names)} images ({len(pairs.skipped)} skipped) for {settings.iters} "
-             f"iterations: batch {settings.batch}, LR patch {settings.lr_patch}, Adam lr {settings.lr:g}, "
-             f"{f'stage {stage}' if stage else 'L1'}, seed {settings.seed}")
+             f"iterations: batch {settings.batch}, LR patch {settings.lr_patch}, Adam lr {settings.lr:g} "
+             f"({settings.schedule}){averaged}, {f'stage {stage}' if stage else 'L1'}, seed {settings.seed}")
     train(model, family, config, pairs, settings, request.output, resume_state, progress, bar)
     return family, config, model

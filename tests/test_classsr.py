@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from edgesr.bundle import MANIFEST
 from edgesr.check import deviation
@@ -92,6 +93,30 @@ def test_fsrcnn_tail_gives_exactly_s_times_the_input(scale):
     assert (padding, output_padding) == {2: (4, 1), 3: (3, 0), 4: (3, 1)}[scale]  # x4 = the authors' (3, 1)
     net = ClassSR(parse_variant(TINY_FSRCNN, scale)).net1
     assert net(torch.rand(1, 3, 7, 10)).shape == (1, 3, 7 * scale, 10 * scale)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_fsrcnn_skip_starts_as_bilinear_upsampling_and_round_trips(scale):
+    cfg = parse_variant(TINY_FSRCNN + "-skip", scale)
+    assert cfg.skip and cfg.variant == TINY_FSRCNN + "-skip" and not parse_variant(TINY_FSRCNN, scale).skip
+    net = ClassSR(cfg).net1
+    x = torch.rand(1, 3, 12, 14)
+    bilinear = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    inner = (..., slice(2 * scale, -2 * scale), slice(2 * scale, -2 * scale))  # zero padding at the borders
+    with torch.no_grad():
+        torch.testing.assert_close(net.skip_conv(x)[inner], bilinear[inner], rtol=0, atol=1e-5)
+        assert net(x).shape == bilinear.shape
+    if scale == 4:  # FSRCNN weights do not store the stride: read as x4
+        assert config_from_state_dict(ClassSR(cfg).state_dict()) == cfg
+    with pytest.raises(UserError, match="only FSRCNN branches take a skip"):
+        ClassSRConfig("SRResNet", (4, 6, 8), 1, 0, 4, 3, 1.0, True)
+
+
+def test_fsrcnn_skip_variant_exports_and_verifies(capsys):
+    assert cli_main(["verify", "--model", "classsr", "--variant", TINY_FSRCNN + "-skip", "--precision", "fp32",
+                     "fp16", "--sizes", "40x60"]) == 0
+    table = capsys.readouterr().out
+    assert "net1       tflite-fp32" in table and "train      tflite-fp16" in table and "FAIL" not in table
 
 
 def test_official_checkpoints_load_strict_with_module_prefix_and_branch_files(tmp_path):
@@ -594,3 +619,27 @@ def test_shipped_checkpoint_routes_photos_and_beats_bicubic_held_out(tmp_path):
     assert sum(1 for n in histogram if n) >= 2, f"every tile went to one class: {histogram}"
     half = export(prepared, "tflite", "fp16", tmp_path / "bundle16")  # trained weights, fp16 bound
     assert all(c.passed for c in half.checks)
+
+
+def test_branch_quality_scores_each_class_on_its_own_tiles():
+    from edgesr.families.classsr.branch_quality import branch_gains
+
+    model = ClassSR(parse_variant(TINY_FSRCNN + "-skip", 4))
+    for net in model.branches:  # each branch = its bilinear skip alone: below bicubic on photos
+        torch.nn.init.zeros_(net.tail_conv.weight)
+        torch.nn.init.zeros_(net.tail_conv.bias)
+    gains = branch_gains(model, [photo("chelsea"), photo("rocket")])
+    assert [g.name for g in gains] == ["simple", "medium", "hard"]
+    assert sum(g.tiles for g in gains) == (300 // 4 // 32) * (451 // 4 // 32) + (427 // 4 // 32) * (640 // 4 // 32)
+    routed = [g for g in gains if g.tiles]
+    assert routed and all(-3 < g.gain_db < 0 for g in routed), gains
+
+
+def test_shipped_classsr_branches_each_beat_bicubic_on_their_tiles():
+    from edgesr.families.classsr.branch_quality import branch_gains
+    from edgesr.images import PHOTOS
+
+    prepared = prepare("classsr", None, 4)
+    assert prepared.pretrained
+    gains = branch_gains(prepared.train, [photo(name) for name in PHOTOS])
+    assert all(g.tiles > 0 and g.gain_db > 0 for g in gains), gains

@@ -17,9 +17,9 @@ from edgesr.family import get_family
 from edgesr.images import rgb_to_ycbcr, ycbcr_to_rgb
 from edgesr.metrics import psnr
 from edgesr.model import Prepared
-from edgesr.resize import imresize
+from edgesr.resize import imresize, imresize_uint8
 from edgesr.runners import TorchGraph
-from edgesr.train import TrainSettings, train
+from edgesr.train import TrainSettings, lr_scheduler, train
 from edgesr.upscale import upscale_rgb
 
 TINY = ["--model", "ecbsr", "--variant", "M1C4", "--scale", "2"]
@@ -108,6 +108,70 @@ def test_interrupted_training_resumes(hr_folder, tmp_path, interrupt_training, c
     assert torch.load(out, weights_only=True)["edgesr"]["iterations"] == 6
 
 
+def test_resumed_run_equals_the_uninterrupted_one_with_cosine_and_weight_average(hr_folder, tmp_path,
+                                                                                 interrupt_training):
+    argv = ["train", *TINY, "--data", str(hr_folder), "--iters", "6", "--batch", "2", "--patch", "8",
+            "--save-every", "2", "--schedule", "cosine", "--ema", "0.9"]
+    assert main(argv + ["-o", str(tmp_path / "whole.pt")]) == 0
+    interrupt_training(5)
+    assert main(argv + ["-o", str(tmp_path / "cut.pt")]) == 130
+    assert main(argv + ["-o", str(tmp_path / "cut.pt"), "--ema", "0", "--resume"]) == 2  # not how it started
+    assert main(argv + ["-o", str(tmp_path / "cut.pt"), "--schedule", "steps", "--resume"]) == 2
+    assert main(argv + ["-o", str(tmp_path / "cut.pt"), "--resume"]) == 0
+    whole, cut = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("whole", "cut"))
+    assert whole["edgesr"]["ema"] and "train_state" not in cut
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(value, cut["state_dict"][key]), key
+
+
+def test_saved_weights_are_the_exponential_average_of_the_steps(hr_folder, tmp_path):
+    """With decay 0.5 over 2 steps the average is (w1 + w2) / 2 (the first step initialises it);
+    the average does not change the training itself, so w1 and w2 come from runs without it."""
+    pairs = load_pairs(hr_folder, 2, 1, min_lr_side=8)
+
+    def run(iters: int, ema: float) -> dict:
+        model = _prepared()
+        train(model.train, get_family("ecbsr"), model.config, pairs,
+              TrainSettings(iters=iters, batch=2, lr_patch=8, lr=1e-2, schedule="cosine", ema=ema),
+              tmp_path / f"{iters}_{ema}.pt", log=lambda _: None)
+        return torch.load(tmp_path / f"{iters}_{ema}.pt", weights_only=True)["state_dict"]
+
+    w1, w2, averaged = run(1, 0.0), run(2, 0.0), run(2, 0.5)
+    moved = 0
+    for key, value in averaged.items():
+        torch.testing.assert_close(value, (w1[key] + w2[key]) / 2, rtol=1e-6, atol=1e-7)
+        moved += not torch.equal(w1[key], w2[key])
+    assert moved  # the two steps did change the weights
+
+
+def test_learning_rate_schedules():
+    def lrs(schedule: str) -> list[float]:
+        optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1.0)
+        scheduler = lr_scheduler(optimizer, TrainSettings(iters=100, batch=1, lr_patch=8, lr=1.0, schedule=schedule),
+                                 (0.5, 0.75))
+        seen = []
+        for _ in range(100):
+            seen.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return seen + [scheduler.get_last_lr()[0]]
+
+    cosine = lrs("cosine")
+    assert cosine[0] == 1.0 and cosine[50] == pytest.approx(0.505) and cosine[100] == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(cosine, cosine[1:]))
+    steps = lrs("steps")
+    assert steps[49] == 1.0 and steps[50] == 0.5 and steps[74] == 0.5 and steps[75] == 0.25
+
+
+def test_training_photos_are_also_used_downscaled(hr_folder):
+    pairs = load_pairs(hr_folder, 2, 1, min_lr_side=8, hr_scales=(1.0, 0.5))
+    assert pairs.names == ["img0.png", "img0.png@0.5", "img1.png", "img1.png@0.5"]
+    assert pairs.hr[1].shape == (1, 32, 24) and pairs.lr[1].shape == (1, 16, 12)
+    assert pairs.hr[3].shape == (1, 24, 34)  # 25x35 cropped to a multiple of the scale
+    # a factor that leaves a photo smaller than the patch drops only that copy
+    assert load_pairs(hr_folder, 2, 1, min_lr_side=8, hr_scales=(1.0, 0.2)).names == ["img0.png", "img1.png"]
+
+
 def test_nan_loss_stops_with_a_clear_message(hr_folder, tmp_path):
     pairs = load_pairs(hr_folder, 2, 1, min_lr_side=8)
     pairs.lr[0][:] = np.nan
@@ -119,10 +183,10 @@ def test_nan_loss_stops_with_a_clear_message(hr_folder, tmp_path):
 
 
 class _Bicubic:
-    """A 'model' that is bicubic upscaling: eval must then report PSNR == bicubic PSNR."""
+    """A 'model' that is MATLAB's 8-bit bicubic upscaling: eval must then report PSNR == bicubic PSNR."""
 
     def __call__(self, x):
-        return np.stack([imresize(c, 2) for c in x[0]])[None].astype(np.float32)
+        return np.stack([imresize_uint8(c * 255, 2) / 255 for c in x[0]])[None].astype(np.float32)
 
 
 def test_eval_protocol_against_a_bicubic_graph(hr_folder):
@@ -212,3 +276,12 @@ def test_shipped_checkpoints_export_at_every_precision_within_bounds(tmp_path, s
     for precision in ("fp16", "int8"):
         report = export(prepared, "tflite", precision, tmp_path / f"{precision}.tflite")
         assert report.parity.passed and report.path.is_file()
+
+
+@pytest.mark.parametrize("option", [["--ema", "1"], ["--ema", "-0.1"], ["--hr-scales", "1", "2"]])
+def test_bad_training_settings_are_one_line_user_errors(hr_folder, tmp_path, capsys, option):
+    argv = ["train", *TINY, "--data", str(hr_folder), "--iters", "2", "-o", str(tmp_path / "m.pt"), *option]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("decay" in err[0] or "HR scales" in err[0]), err
+    assert not (tmp_path / "m.pt").exists()

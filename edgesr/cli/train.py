@@ -17,6 +17,7 @@ from edgesr.cli.common import (
     say,
     write_json,
 )
+from edgesr.cli.evaluate import add_protocol
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,14 +32,14 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, args.json)
     request = TrainRequest(args.model or DEFAULT_MODEL, args.data, args.output, args.iters, args.variant, args.scale,
                            args.pixel_range, args.batch, args.patch, args.lr, args.seed, args.save_every, args.stage,
-                           args.weights, args.resume, args.force)
+                           args.schedule, args.ema, tuple(args.hr_scales), args.weights, args.resume, args.force)
     family, config, trained = run_training(request, progress, progress.bar)
     say(args, f"saved {args.output} ({args.output.stat().st_size / 1024:.0f} KiB)")
     payload = {"output": str(args.output), "model": family.name, "config": config.to_dict(), "stage": args.stage,
                "iterations": args.iters, "bytes": args.output.stat().st_size}
     if args.val:
         model = Model(Prepared(family, config, trained, family.deployable(trained.eval()), str(args.output), True))
-        report = model.evaluate(args.val, "deploy", progress)
+        report = model.evaluate(args.val, "deploy", progress, args.protocol)
         print_report(args, report, str(args.output))
         payload["eval"] = report.to_dict()
     write_json(args, payload)
@@ -52,10 +53,17 @@ def add(sub) -> None:
     add_model_args(parser)
     parser.add_argument("--data", type=Path, required=True, help="folder of HR training images")
     parser.add_argument("--val", help="folder (or 'skimage') to evaluate on after training")
+    add_protocol(parser)
     parser.add_argument("--iters", type=at_least(1), required=True, help="training iterations")
     parser.add_argument("--batch", type=at_least(1), help="batch size (default: the recipe's)")
     parser.add_argument("--patch", type=at_least(4), help="LR patch size (default: the recipe's)")
     parser.add_argument("--lr", type=positive_float, help="Adam learning rate (default: the recipe's)")
+    parser.add_argument("--schedule", choices=["cosine", "steps"], help="learning-rate schedule: cosine to lr/100, "
+                        "or the recipe's steps (lr halved at fixed fractions of the run) (default: the recipe's)")
+    parser.add_argument("--ema", type=float, help="decay of the exponential moving average of the weights that is "
+                        "saved, e.g. 0.999; 0: none (default: the recipe's)")
+    parser.add_argument("--hr-scales", type=positive_float, nargs="+", default=[1.0], metavar="F",
+                        help="also train on each photo downscaled by these factors (<= 1; default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed for init, crops and order (default: 0)")
     parser.add_argument("--save-every", type=at_least(1), default=500, help="checkpoint interval (default: 500)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write (atomically)")

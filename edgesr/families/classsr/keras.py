@@ -4,8 +4,9 @@ Every graph takes a batch of fixed-size tiles (static H/W, dynamic batch), so th
 skip of SRResNet lowers to a RESIZE_BILINEAR with static sizes (which TFLite runs) and no
 TRANSPOSE appears:
 - classifier: CONV_2D (4x4 stride 4), LEAKY_RELU, CONV_2D 1x1, MEAN, FULLY_CONNECTED;
-- FSRCNN: CONV_2D, PRELU (one shared slope), TRANSPOSE_CONV ('valid'), then a crop (STRIDED_SLICE)
-  that reproduces PyTorch's padding / output_padding;
+- FSRCNN: CONV_2D, PRELU (one shared slope), TRANSPOSE_CONV ('valid'; a "-skip" variant adds a
+  second one on the input and an ADD), then a crop (STRIDED_SLICE) that reproduces PyTorch's
+  padding / output_padding;
 - SRResNet: CONV_2D, LEAKY_RELU, ADD, DEPTH_TO_SPACE (upconv channels permuted, see
   edgesr/layout.py), RESIZE_BILINEAR (half-pixel centres = align_corners=False).
 """
@@ -54,14 +55,22 @@ def _fsrcnn(lr, net: FSRCNN):
             y = conv_like(layer, f"body{i}")(y)
     tail = net.tail_conv
     s, k, p = tail.stride[0], tail.kernel_size[0], tail.padding[0]
-    deconv = keras.layers.Conv2DTranspose(tail.out_channels, k, strides=s, padding="valid", name="tail")
-    deconv.build((None, None, None, tail.in_channels))
-    # torch ConvTranspose2d (in, out, kh, kw) -> Keras (kh, kw, out, in); both are conv2d's gradient, no flip
-    deconv.set_weights([np.ascontiguousarray(float64_array(tail.weight).transpose(2, 3, 1, 0)).astype(np.float32),
-                        float64_array(tail.bias).astype(np.float32)])
-    y = deconv(y)  # (H - 1) s + k; torch keeps [p, p + sH)
+    y = _deconv_like(tail, "tail")(y)  # (H - 1) s + k; torch keeps [p, p + sH)
+    if net.skip_conv is not None:
+        y = keras.layers.Add(name="skip")([y, _deconv_like(net.skip_conv, "skip_deconv")(lr)])
     end = k - s - p
     return keras.layers.Cropping2D(((p, end), (p, end)), name="tail_crop")(y)
+
+
+def _deconv_like(layer: nn.ConvTranspose2d, name: str):
+    """A 'valid' Keras Conv2DTranspose with the weights of `layer` (its padding is cropped after)."""
+    deconv = keras.layers.Conv2DTranspose(layer.out_channels, layer.kernel_size[0], strides=layer.stride[0],
+                                          padding="valid", name=name)
+    deconv.build((None, None, None, layer.in_channels))
+    # torch ConvTranspose2d (in, out, kh, kw) -> Keras (kh, kw, out, in); both are conv2d's gradient, no flip
+    deconv.set_weights([np.ascontiguousarray(float64_array(layer.weight).transpose(2, 3, 1, 0)).astype(np.float32),
+                        float64_array(layer.bias).astype(np.float32)])
+    return deconv
 
 
 def _srresnet(lr, net: MSRResNet):

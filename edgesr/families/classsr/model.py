@@ -15,6 +15,9 @@ FSRCNN branch (FSRCNN_net(d, s=12, m=4); PReLU with ONE shared slope, as nn.PReL
     body_conv.0.0 conv1x1 (d->s), body_conv.0.1 PReLU, body_conv.1..m conv3x3 (s->s),
     body_conv.{m+1} PReLU, body_conv.{m+2}.0 conv1x1 (s->d), body_conv.{m+2}.1 PReLU
     tail_conv ConvTranspose2d(d->3, 9x9, stride s)
+    edgesr's "-skip" variants add skip_conv, a ConvTranspose2d(3->3) of the same geometry on the
+    LR input, initialised to bilinear upsampling and trained: out = tail(features) + skip(x).
+    Without it the smallest branch stays below bicubic (it must learn interpolation itself).
 SRResNet branch (BasicSR/mmsr MSRResNet(nf, nb=16)):
     conv_first, recon_trunk.{i}.conv1/conv2 (conv-ReLU-conv + identity), upconv1 (+ upconv2
     for x4) + PixelShuffle + LeakyReLU 0.1, HRconv + LeakyReLU 0.1, conv_last,
@@ -67,10 +70,12 @@ STAGES = ("branches", "classifier", "joint")  # the authors' training recipe, in
 PRESETS = (
     "FSRCNN-16-36-56",       # default: the paper's ClassSR-FSRCNN
     "SRResNet-36-52-64",     # the paper's ClassSR-SRResNet (16 blocks)
+    "FSRCNN-16-36-56-skip",  # the paper's widths with a learned bilinear skip per branch
     "FSRCNN-4-6-8-S4M1",     # tiny: tests
+    "FSRCNN-4-6-8-S4M1-skip",  # tiny: tests
     "SRResNet-4-6-8-B1",     # tiny: tests
 )
-_FSRCNN = re.compile(r"^FSRCNN(?:-(\d+)-(\d+)-(\d+))?(?:-S(\d+)M(\d+))?$", re.IGNORECASE)
+_FSRCNN = re.compile(r"^FSRCNN(?:-(\d+)-(\d+)-(\d+))?(?:-S(\d+)M(\d+))?(-skip)?$", re.IGNORECASE)
 _SRRESNET = re.compile(r"^SRResNet(?:-(\d+)-(\d+)-(\d+))?(?:-B(\d+))?$", re.IGNORECASE)
 
 
@@ -85,9 +90,12 @@ class ClassSRConfig(DataclassConfig):
     scale: int = 4
     colors: int = 3
     pixel_range: float = 1.0
+    skip: bool = False  # FSRCNN: a learned transposed-conv skip from the LR input
 
     def __post_init__(self) -> None:
         problems = []
+        if self.skip and self.family != "FSRCNN":
+            problems.append("only FSRCNN branches take a skip (SRResNet has its bilinear one)")
         if self.family not in FAMILIES:
             problems.append(f"family {self.family} is not one of {', '.join(FAMILIES)}")
         if len(self.widths) != 3 or min(self.widths) < 1 or self.depth < 1:
@@ -106,6 +114,7 @@ class ClassSRConfig(DataclassConfig):
         widths = "-".join(map(str, self.widths))
         if self.family == "FSRCNN":
             extra = "" if (self.shrink, self.depth) == (FSRCNN_SHRINK, 4) else f"-S{self.shrink}M{self.depth}"
+            extra += "-skip" if self.skip else ""
         else:
             extra = "" if self.depth == 16 else f"-B{self.depth}"
         return f"{self.family}-{widths}{extra}"
@@ -123,12 +132,14 @@ def parse_variant(variant: str, scale: int, pixel_range: float = 1.0) -> ClassSR
             continue
         groups = match.groups()
         widths = tuple(map(int, groups[:3])) if groups[0] else PAPER_WIDTHS[family]
+        skip = False
         if family == "FSRCNN":
             shrink, depth = (int(groups[3]), int(groups[4])) if groups[3] else (FSRCNN_SHRINK, 4)
+            skip = bool(groups[5])
         else:
             shrink, depth = 0, int(groups[3]) if groups[3] else 16
-        return ClassSRConfig(family, widths, depth, shrink, scale, 3, pixel_range)
-    raise UserError(f"unknown classsr variant '{variant}': use FSRCNN[-d1-d2-d3][-S<s>M<m>] or "
+        return ClassSRConfig(family, widths, depth, shrink, scale, 3, pixel_range, skip)
+    raise UserError(f"unknown classsr variant '{variant}': use FSRCNN[-d1-d2-d3][-S<s>M<m>][-skip] or "
                     f"SRResNet[-nf1-nf2-nf3][-B<blocks>], e.g. {', '.join(PRESETS)}")
 
 
@@ -140,11 +151,20 @@ def deconv_padding(scale: int) -> tuple[int, int]:
     return padding, 2 * padding - (9 - scale)
 
 
+def bilinear_deconv_taps(scale: int, padding: int, size: int = 9) -> torch.Tensor:
+    """1-D taps w[k] of a stride-`scale` transposed conv that upsamples bilinearly (half-pixel
+    centres): output o = k - p + i s sits at input coordinate (o + 1/2)/s - 1/2, i.e. at
+    distance t = (k - p + 1/2)/s - 1/2 from input i, and takes weight max(0, 1 - |t|)."""
+    t = (torch.arange(size, dtype=torch.float64) - padding + 0.5) / scale - 0.5
+    return (1 - t.abs()).clamp(min=0)
+
+
 class FSRCNN(nn.Module):
     """The authors' FSRCNN_net(d, s, m): feature extraction, shrink, m mapping convs, expand,
-    9x9 transposed-conv upsampling."""
+    9x9 transposed-conv upsampling; with `skip`, plus a transposed conv of the same geometry on
+    the input (per colour, initialised to bilinear upsampling, then learned)."""
 
-    def __init__(self, colors: int, scale: int, d: int, s: int = FSRCNN_SHRINK, m: int = 4):
+    def __init__(self, colors: int, scale: int, d: int, s: int = FSRCNN_SHRINK, m: int = 4, skip: bool = False):
         super().__init__()
         self.scale = scale
         self.head_conv = nn.Sequential(nn.Conv2d(colors, d, 5, padding=2), nn.PReLU())
@@ -155,9 +175,20 @@ class FSRCNN(nn.Module):
         padding, output_padding = deconv_padding(scale)
         self.tail_conv = nn.ConvTranspose2d(d, colors, 9, stride=scale, padding=padding,
                                             output_padding=output_padding)
+        self.skip_conv = None
+        if skip:
+            self.skip_conv = nn.ConvTranspose2d(colors, colors, 9, stride=scale, padding=padding,
+                                                output_padding=output_padding)
+            taps = bilinear_deconv_taps(scale, padding)
+            with torch.no_grad():
+                self.skip_conv.weight.zero_()
+                self.skip_conv.bias.zero_()
+                for c in range(colors):
+                    self.skip_conv.weight[c, c] = torch.outer(taps, taps).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tail_conv(self.body_conv(self.head_conv(x)))
+        out = self.tail_conv(self.body_conv(self.head_conv(x)))
+        return out if self.skip_conv is None else out + self.skip_conv(x)
 
 
 class ResidualBlockNoBN(nn.Module):
@@ -201,7 +232,7 @@ class MSRResNet(nn.Module):
 def make_branch(config: ClassSRConfig, width: int) -> nn.Module:
     """One branch of the config's family at the given width."""
     if config.family == "FSRCNN":
-        return FSRCNN(config.colors, config.scale, width, config.shrink, config.depth)
+        return FSRCNN(config.colors, config.scale, width, config.shrink, config.depth, config.skip)
     return MSRResNet(config.colors, config.scale, width, config.depth)
 
 
@@ -375,15 +406,15 @@ def _not_classsr(reason: str) -> UserError:
                      "trained as")
 
 
-def branch_config(state_dict: dict, prefix: str = "") -> tuple[str, int, int, int, int]:
-    """(family, width, depth, shrink, scale) of one branch read from its weight shapes.
+def branch_config(state_dict: dict, prefix: str = "") -> tuple[str, int, int, int, int, bool]:
+    """(family, width, depth, shrink, scale, skip) of one branch read from its weight shapes.
     FSRCNN does not store its stride: it is reported as x4, the authors' only scale."""
     shapes = {k[len(prefix):]: tuple(v.shape) for k, v in state_dict.items() if k.startswith(prefix)}
     if "head_conv.0.weight" in shapes:
         width = shapes["head_conv.0.weight"][0]
         shrink = shapes.get("body_conv.0.0.weight", (0,))[0]
         depth = len([k for k in shapes if re.match(r"^body_conv\.\d+\.weight$", k) and len(shapes[k]) == 4])
-        return "FSRCNN", width, depth, shrink, 4
+        return "FSRCNN", width, depth, shrink, 4, "skip_conv.weight" in shapes
     if "conv_first.weight" in shapes:
         width = shapes["conv_first.weight"][0]
         depth = len({m.group(1) for k in shapes if (m := re.match(r"^recon_trunk\.(\d+)\.conv1\.weight$", k))})
@@ -391,7 +422,7 @@ def branch_config(state_dict: dict, prefix: str = "") -> tuple[str, int, int, in
         scale = 4 if "upconv2.weight" in shapes else {4 * width: 2, 9 * width: 3}.get(up)
         if scale is None:
             raise _not_classsr(f"{prefix}upconv1 has {up} output channels, not 4 or 9 x {width}")
-        return "SRResNet", width, depth, 0, scale
+        return "SRResNet", width, depth, 0, scale, False
     raise _not_classsr(f"no {prefix}head_conv (FSRCNN) or {prefix}conv_first (SRResNet) weights")
 
 
@@ -404,11 +435,11 @@ def config_from_state_dict(state_dict: dict, pixel_range: float = 1.0) -> ClassS
                             "checkpoint")
         raise _not_classsr("no classifier.* keys")
     found = [branch_config(state_dict, f"net{k}.") for k in (1, 2, 3)]
-    families, depths, shrinks, scales = ({f[i] for f in found} for i in (0, 2, 3, 4))
-    if len(families) != 1 or len(depths) != 1 or len(shrinks) != 1 or len(scales) != 1:
-        raise _not_classsr("net1/net2/net3 differ in family, depth or scale")
+    families, depths, shrinks, scales, skips = ({f[i] for f in found} for i in (0, 2, 3, 4, 5))
+    if len(families) != 1 or len(depths) != 1 or len(shrinks) != 1 or len(scales) != 1 or len(skips) != 1:
+        raise _not_classsr("net1/net2/net3 differ in family, depth, skip or scale")
     return ClassSRConfig(families.pop(), tuple(f[1] for f in found), depths.pop(), shrinks.pop(), scales.pop(),
-                         3, pixel_range)
+                         3, pixel_range, skips.pop())
 
 
 def load_branches(model: ClassSR, paths: list, classifier: str | None = None) -> None:
@@ -448,6 +479,7 @@ def footprint(config: ClassSRConfig) -> Footprint:
             s, m = config.shrink, config.depth
             params += conv(c, width, 5) + 1 + conv(width, s, 1) + 1 + m * conv(s, s) + 1 + conv(s, width, 1) + 1
             params += 81 * width * c + c  # the 9x9 transposed conv
+            params += (81 * c * c + c) if config.skip else 0
             layers += m + 10
         else:
             ups = [4, 4] if config.scale == 4 else [config.scale ** 2]
