@@ -1,7 +1,7 @@
 """ClassSR routed inference vs its largest branch alone, on the host CPU:
 `python -m benchmarks.classsr_routed`.
 
-For each ClassSR family (default: FSRCNN-16-36-56 at 360x640 LR, SRResNet-36-52-64 at 120x160
+For each ClassSR family (default: FSRCNN-16-36-56-skip at 360x640 LR, SRResNet-36-52-64 at 120x160
 LR; x4), export + verify the bundle to ONNX and TFLite (fp32), then time on a real photo,
 per runtime and thread count, in interleaved rounds:
 - routed: the whole pipeline (pad, tile, classify all tiles, routed subnets in batches, stitch);
@@ -44,7 +44,7 @@ from edgesr.tiling import Tiling, extract_tiles
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 NAME = "classsr-routed"
-CASES = (("FSRCNN-16-36-56", "rocket", (360, 640)), ("SRResNet-36-52-64", "chelsea", (120, 160)))
+CASES = (("FSRCNN-16-36-56-skip", "rocket", (360, 640)), ("SRResNet-36-52-64", "chelsea", (120, 160)))
 RUNTIMES = {"onnxruntime": "onnx", "tflite": "tflite"}
 
 

@@ -68,9 +68,9 @@ FSRCNN_SHRINK = 12
 LOSS_WEIGHTS = (1000.0, 0.5, 3.0)  # L1, class loss, average loss: the authors' configs for [0, 1] data
 STAGES = ("branches", "classifier", "joint")  # the authors' training recipe, in order
 PRESETS = (
-    "FSRCNN-16-36-56",       # default: the paper's ClassSR-FSRCNN
+    "FSRCNN-16-36-56",       # the paper's ClassSR-FSRCNN
     "SRResNet-36-52-64",     # the paper's ClassSR-SRResNet (16 blocks)
-    "FSRCNN-16-36-56-skip",  # the paper's widths with a learned bilinear skip per branch
+    "FSRCNN-16-36-56-skip",  # default: the paper's widths with a learned bilinear skip per branch
     "FSRCNN-4-6-8-S4M1",     # tiny: tests
     "FSRCNN-4-6-8-S4M1-skip",  # tiny: tests
     "SRResNet-4-6-8-B1",     # tiny: tests
