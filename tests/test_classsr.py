@@ -150,7 +150,7 @@ def test_variant_errors():
             parse_variant(bad, 4)
     with pytest.raises(UserError, match="scale 5"):
         parse_variant("FSRCNN", 5)
-    assert get_family("classsr").config(None, None) == ClassSRConfig()
+    assert get_family("classsr").config(None, None) == ClassSRConfig(skip=True)  # the shipped -skip default
 
 
 # --- losses and routing ------------------------------------------------------------------------
