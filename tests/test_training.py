@@ -125,7 +125,7 @@ def test_resumed_run_equals_the_uninterrupted_one_with_cosine_and_weight_average
 
 
 def test_saved_weights_are_the_exponential_average_of_the_steps(hr_folder, tmp_path):
-    """With decay 0.5 over 2 steps the average is (w1 + w2) / 2 (the first step initialises it);
+    """With decay 0.25 over 2 steps the average is 0.25 w1 + 0.75 w2 (the first step initialises it);
     the average does not change the training itself, so w1 and w2 come from runs without it."""
     pairs = load_pairs(hr_folder, 2, 1, min_lr_side=8)
 
@@ -136,10 +136,10 @@ def test_saved_weights_are_the_exponential_average_of_the_steps(hr_folder, tmp_p
               tmp_path / f"{iters}_{ema}.pt", log=lambda _: None)
         return torch.load(tmp_path / f"{iters}_{ema}.pt", weights_only=True)["state_dict"]
 
-    w1, w2, averaged = run(1, 0.0), run(2, 0.0), run(2, 0.5)
+    w1, w2, averaged = run(1, 0.0), run(2, 0.0), run(2, 0.25)
     moved = 0
     for key, value in averaged.items():
-        torch.testing.assert_close(value, (w1[key] + w2[key]) / 2, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(value, 0.25 * w1[key] + 0.75 * w2[key], rtol=1e-6, atol=1e-7)
         moved += not torch.equal(w1[key], w2[key])
     assert moved  # the two steps did change the weights
 
