@@ -108,8 +108,8 @@ def to_markdown(result: dict) -> str:
                      f"{m['psnr_y'] - m['bicubic_psnr_y']:+.3f} | {r['worst_gain']:+.3f} | {delta:+.3f} |")
     names = ", ".join(s["name"] for s in result["rows"][0]["images"])
     routed = [r for r in result["rows"] if r.get("routing") and r["graph"] == "deploy"]
-    lines += [""] + [f"{r['model']}-{r['variant']} x{r['scale']} routing on these photos: {r['routing']}"
-                     for r in routed] if routed else []
+    for r in routed:
+        lines += ["", f"{r['model']}-{r['variant']} x{r['scale']} routing on these photos: {r['routing']}"]
     for row in result.get("classsr_branches", []):
         parts = ", ".join(f"{b['name']} {b['tiles']} tiles {b['gain_db']:+.3f} dB" for b in row["branches"])
         lines += ["", f"{row['model']} branches on the tiles routed to them (interiors, vs bicubic): {parts}"]

@@ -36,7 +36,7 @@ from edgesr.model import Prepared, RandomWeightsWarning, prepare
 from edgesr.model_files import LoadedModel
 from edgesr.model_files import open_model as _open_model
 from edgesr.profile import count_params, peak_activation_per_pixel
-from edgesr.protocol import DEFAULT_PROTOCOL, get_protocol
+from edgesr.protocol import DEFAULT_PROTOCOL
 from edgesr.resources import check_fits
 from edgesr.runners import Graph, check_io
 from edgesr.upscale import memory_needed, upscale_rgb
@@ -260,7 +260,6 @@ class Model:
         """PSNR/SSIM-Y by `protocol` (edgesr.protocol: border crop = scale, 8-bit output) against
         bicubic on a folder of HR photos ('skimage': scikit-image's bundled photos, which training
         never sees)."""
-        get_protocol(protocol)
         runner, module = self._runner(graph)
         return _evaluate(runner, self.io, self.label, f"{graph} graph", data,
                          4 * 3 * peak_activation_per_pixel(module, self.io.colors), progress, protocol)
@@ -326,7 +325,6 @@ class ExportedModel:
 
     def evaluate(self, data: str | Path = SKIMAGE, progress: Progress = _quiet,
                  protocol: str = DEFAULT_PROTOCOL) -> EvalReport:
-        get_protocol(protocol)
         return _evaluate(self.loaded, self.io, self.label, str(self.loaded.path), data, 0.0, progress, protocol)
 
     def upscale(self, image: np.ndarray | str | Path, tile: int = 256, overlap: int = 16) -> np.ndarray:

@@ -18,13 +18,13 @@ defines no Y image, so it uses MATLAB's rounded Y there.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from edgesr.errors import UserError
+from edgesr.metrics import psnr
 from edgesr.resize import matlab_uint8
 
 EDSR_Y_DIFF = np.array([65.738, 129.057, 25.064]) / 256.0
@@ -40,10 +40,6 @@ def crop(image: np.ndarray, border: int) -> np.ndarray:
     return image[border:-border, border:-border] if border else image
 
 
-def _psnr_from_mse(mse: float, peak: float) -> float:
-    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
-
-
 def y_float(rgb8: np.ndarray) -> np.ndarray:
     """BT.601 luma of 8-bit RGB, 16..235, not rounded (BasicSR's `to_y_channel`)."""
     return 16.0 + rgb8 @ BT601_Y
@@ -56,13 +52,12 @@ def y_matlab(rgb8: np.ndarray) -> np.ndarray:
 
 def _edsr_psnr(sr8: np.ndarray, hr8: np.ndarray, scale: int) -> float:
     y_diff = crop((sr8 - hr8) / 255.0, scale) @ EDSR_Y_DIFF
-    return _psnr_from_mse(float(np.mean(y_diff ** 2)), 1.0)
+    return psnr(np.zeros_like(y_diff), y_diff, 1.0)
 
 
 def _y_psnr(luma: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray, np.ndarray, int], float]:
     def psnr_y(sr8: np.ndarray, hr8: np.ndarray, scale: int) -> float:
-        diff = crop(luma(sr8) - luma(hr8), scale)
-        return _psnr_from_mse(float(np.mean(diff ** 2)), 255.0)
+        return psnr(crop(luma(hr8), scale), crop(luma(sr8), scale), 255.0)
 
     return psnr_y
 

@@ -67,7 +67,7 @@ def _cpu(state: dict) -> dict:
 
 
 def _save(path: Path, model: torch.nn.Module, average, name: str, config: Config, iteration: int, optimizer,
-          scheduler, rng, final: bool) -> None:
+          scheduler, schedule: str, rng, final: bool) -> None:
     """The checkpoint holds the weights to use (the average when there is one); an unfinished run
     also holds what `resume` needs, the raw weights included."""
     metadata = {"model": name, "config": config.to_dict(), "graph": "train", "iterations": iteration}
@@ -78,8 +78,7 @@ def _save(path: Path, model: torch.nn.Module, average, name: str, config: Config
     shipped = model if average is None else average.module
     payload = {"edgesr": metadata, "state_dict": _cpu(shipped.state_dict())}
     if not final:
-        payload["train_state"] = {"iteration": iteration, "schedule": scheduler.__class__.__name__,
-                                  "optimizer": optimizer.state_dict(),
+        payload["train_state"] = {"iteration": iteration, "schedule": schedule, "optimizer": optimizer.state_dict(),
                                   "scheduler": scheduler.state_dict(), "numpy_rng": rng.bit_generator.state,
                                   "torch_rng": torch.get_rng_state()}
         if average is not None:
@@ -106,15 +105,16 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
     start = 0
     if resume_state:
         start = resume_state["iteration"]
-        if (average is None) != ("ema_state" not in resume_state):
-            raise UserError(f"the run to resume {'kept' if average is None else 'kept no'} weight average: resume it "
-                            f"{'with' if average is None else 'without'} «ema» as it started")
+        if (average is not None) != ("ema_state" in resume_state):
+            started = "with" if "ema_state" in resume_state else "without"
+            raise UserError(f"the run to resume was started {started} a weight average: resume it {started} «ema»")
         if average is not None:
             model.load_state_dict(resume_state["raw_weights"])
             average.load_state_dict(resume_state["ema_state"])
-        if resume_state.get("schedule", "MultiStepLR") != scheduler.__class__.__name__:
-            raise UserError(f"the run to resume used another learning-rate schedule: resume it with «schedule» "
-                            f"{'steps' if settings.schedule == 'cosine' else 'cosine'} as it started")
+        started = resume_state.get("schedule", "steps")  # runs saved before the choice existed used steps
+        if started != settings.schedule:
+            raise UserError(f"the run to resume used the {started} learning-rate schedule: resume it with «schedule» "
+                            f"{started}")
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         rng.bit_generator.state = resume_state["numpy_rng"]
@@ -152,9 +152,11 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
                 log(f"iter {iteration:>6}/{settings.iters}  {text}")
             tick, running, seen = time.perf_counter(), 0.0, 0
         if iteration % settings.save_every == 0 and iteration < settings.iters:
-            _save(output, model, average, name, config, iteration, optimizer, scheduler, rng, final=False)
+            _save(output, model, average, name, config, iteration, optimizer, scheduler, settings.schedule, rng,
+                  final=False)
             last_saved = iteration
-    _save(output, model, average, name, config, settings.iters, optimizer, scheduler, rng, final=True)
+    _save(output, model, average, name, config, settings.iters, optimizer, scheduler, settings.schedule, rng,
+          final=True)
     if average is not None:
         model.load_state_dict(average.module.state_dict())
     model.eval().cpu()
