@@ -173,11 +173,13 @@ def load_pairs(folder: Path, scale: int, colors: int, min_lr_side: int = 1,
     return PairSet(names, lrs, hrs, skipped)
 
 
-def random_batch(pairs: PairSet, batch: int, lr_patch: int, scale: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Aligned random LR/HR crops with random flips and 90-degree rotations."""
-    lr_out = np.empty((batch, pairs.lr[0].shape[0], lr_patch, lr_patch), np.float32)
-    hr_out = np.empty((batch, pairs.hr[0].shape[0], lr_patch * scale, lr_patch * scale), np.float32)
+def random_batch(pairs: PairSet, batch: int, lr_patch: int, scale: int, rng: np.random.Generator,
+                 keep: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned random LR/HR crops with random flips and 90-degree rotations: `batch` of them are
+    drawn from `rng`, the `keep` share of them is cut (one rank's part of a global batch)."""
+    kept = range(batch)[keep]
+    lr_out = np.empty((len(kept), pairs.lr[0].shape[0], lr_patch, lr_patch), np.float32)
+    hr_out = np.empty((len(kept), pairs.hr[0].shape[0], lr_patch * scale, lr_patch * scale), np.float32)
     for b in range(batch):
         i = rng.integers(len(pairs.lr))
         lr, hr = pairs.lr[i], pairs.hr[i]
@@ -186,8 +188,10 @@ def random_batch(pairs: PairSet, batch: int, lr_patch: int, scale: int,
         lr_crop = lr[:, top:top + lr_patch, left:left + lr_patch]
         hr_crop = hr[:, top * scale:(top + lr_patch) * scale, left * scale:(left + lr_patch) * scale]
         k, flip = rng.integers(4), rng.integers(2)
+        if b not in kept:
+            continue
         lr_crop, hr_crop = np.rot90(lr_crop, k, axes=(1, 2)), np.rot90(hr_crop, k, axes=(1, 2))
         if flip:
             lr_crop, hr_crop = lr_crop[:, :, ::-1], hr_crop[:, :, ::-1]
-        lr_out[b], hr_out[b] = lr_crop, hr_crop
+        lr_out[b - kept.start], hr_out[b - kept.start] = lr_crop, hr_crop
     return lr_out, hr_out

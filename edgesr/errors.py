@@ -49,6 +49,10 @@ class ToolError(EdgeSRError):
     """A step of the toolchain failed (converter, runtime, benchmark worker, disk): exit code 1."""
 
 
+class PeerLost(ToolError):
+    """Another rank of a torchrun job stopped mid-run: every surviving rank says so."""
+
+
 class ParityError(ToolError):
     """An exported file disagrees with its reference graph beyond the bound."""
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from edgesr.checkpoints import write_checkpoint
 from edgesr.data import PairSet, random_batch
+from edgesr.distributed import Ranks, check_batch, current, device_for, mean_over_ranks, peer_lost, process_group
 from edgesr.errors import ToolError, UserError
 from edgesr.family import Config, Family, Recipe
 
@@ -87,30 +88,79 @@ def _save(path: Path, model: torch.nn.Module, average, name: str, config: Config
     write_checkpoint(path, payload, force=True)
 
 
+class Objective(torch.nn.Module):
+    """The recipe's loss as one module, so that DistributedDataParallel can wrap it: the model's
+    own `training_loss(lr, hr, progress)` (SMSR: + sparsity, ClassSR: its stage's loss) or L1.
+    With `every_parameter`, 0 * sum(w) over the trainable weights joins the loss: gradients are
+    unchanged (each gains an exact 0), and every weight is in every rank's graph, as DDP needs,
+    even when a rank's share leaves one unused (a ClassSR branch that got no sample)."""
+
+    def __init__(self, model: torch.nn.Module, every_parameter: bool = False):
+        super().__init__()
+        self.model = model
+        self.every_parameter = every_parameter
+
+    def forward(self, lr: torch.Tensor, hr: torch.Tensor, progress: float) -> torch.Tensor:
+        own = getattr(self.model, "training_loss", None)
+        loss = own(lr, hr, progress) if own else F.l1_loss(self.model(lr), hr)
+        if self.every_parameter:
+            loss = loss + 0.0 * sum(p.sum() for p in self.model.parameters() if p.requires_grad)
+        return loss
+
+
+def _parallel(model: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+    """The objective under DDP over the ranks (rank 0's weights broadcast at construction; the
+    backward all-reduces the mean gradient); the objective itself in one process."""
+    if ranks.world == 1:
+        return Objective(model)
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(Objective(model, every_parameter=True),
+                                   device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _seed_other_ranks(seed: int, start: int, ranks: Ranks) -> None:
+    """Ranks other than 0 draw their own random numbers (SMSR's Gumbel noise) from a seed of
+    (seed, start iteration, rank); rank 0 keeps the single-process stream."""
+    if not ranks.main:
+        torch.manual_seed(int(np.random.SeedSequence([seed, start, ranks.rank]).generate_state(1)[0]))
+
+
+def _global_loss(loss: torch.Tensor, ranks: Ranks) -> float:
+    """The global batch's loss (mean over the ranks' equal shares), the same number on every rank;
+    a collective that fails because another rank died becomes PeerLost."""
+    try:
+        return mean_over_ranks(loss).item()
+    except RuntimeError as exc:
+        raise peer_lost(exc, ranks) from None
+
+
 def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet, settings: TrainSettings,
           output: Path, resume_state: dict | None = None,
           log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
           bar: Callable[[int, int, str], None] | None = None) -> int:
     """Train the training graph `model` of `family` in place with its recipe's objective, saving
     checkpoints to `output`; returns the number of iterations done. Progress every log_every
-    iterations goes to `bar(iteration, total, text)` if given, else to `log`."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    iterations goes to `bar(iteration, total, text)` if given, else to `log`. Under torchrun
+    (a process group, see edgesr.distributed) each rank computes its share of every batch and
+    rank 0 alone saves and reports."""
+    ranks = current()
+    check_batch(settings.batch, ranks)
+    device = device_for(ranks)
     model.to(device).train()
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
     name = family.name
     scheduler = lr_scheduler(optimizer, settings, recipe_for(family).milestones)
-    average = weight_average(model, settings.ema)
     start = 0
     if resume_state:
         start = resume_state["iteration"]
-        if (average is not None) != ("ema_state" in resume_state):
+        if bool(settings.ema) != ("ema_state" in resume_state):
             started = "with" if "ema_state" in resume_state else "without"
             raise UserError(f"the run to resume was started {started} a weight average: resume it {started} «ema»")
-        if average is not None:
+        if settings.ema:
             model.load_state_dict(resume_state["raw_weights"])
-            average.load_state_dict(resume_state["ema_state"])
         started = resume_state.get("schedule", "steps")  # runs saved before the choice existed used steps
         if started != settings.schedule:
             raise UserError(f"the run to resume used the {started} learning-rate schedule: resume it with «schedule» "
@@ -119,32 +169,48 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
         scheduler.load_state_dict(resume_state["scheduler"])
         rng.bit_generator.state = resume_state["numpy_rng"]
         torch.set_rng_state(resume_state["torch_rng"])
-        log(f"resuming at iteration {start} of {settings.iters}")
+        if ranks.main:
+            log(f"resuming at iteration {start} of {settings.iters}")
+    average = weight_average(model, settings.ema)
+    if average is not None and resume_state:
+        average.load_state_dict(resume_state["ema_state"])
+    _seed_other_ranks(settings.seed, start, ranks)
+    step = _parallel(model, ranks, device)
     pixel_range = config.pixel_range
+    share = ranks.shard(settings.batch)
     last_saved = start  # the iteration `output` holds for this run (0: nothing of this run yet)
     tick, running, seen = time.perf_counter(), 0.0, 0
     for iteration in range(start + 1, settings.iters + 1):
-        lr_np, hr_np = random_batch(pairs, settings.batch, settings.lr_patch, config.scale, rng)
+        lr_np, hr_np = random_batch(pairs, settings.batch, settings.lr_patch, config.scale, rng, share)
         lr_t = torch.from_numpy(lr_np * pixel_range).to(device)
         hr_t = torch.from_numpy(hr_np * pixel_range).to(device)
-        model_loss = getattr(model, "training_loss", None)  # a model's own objective (SMSR: + sparsity)
-        loss = (model_loss(lr_t, hr_t, (iteration - 1) / settings.iters) if model_loss
-                else F.l1_loss(model(lr_t), hr_t))
-        if not math.isfinite(loss.item()):
+        try:
+            loss = step(lr_t, hr_t, (iteration - 1) / settings.iters)
+        except RuntimeError as exc:
+            if ranks.world == 1:
+                raise
+            raise peer_lost(exc, ranks) from None
+        value = _global_loss(loss, ranks)
+        if not math.isfinite(value):
             saved = (f"the last good checkpoint is {output}, iteration {last_saved} (continue it with «resume» "
                      "and a lower «lr»)" if last_saved else "this run saved no checkpoint yet")
-            raise ToolError(f"training loss became {loss.item()} at iteration {iteration}: lower «lr»; {saved}")
+            raise ToolError(f"training loss became {value} at iteration {iteration}: lower «lr»; {saved}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            loss.backward()
+        except RuntimeError as exc:
+            if ranks.world == 1:
+                raise
+            raise peer_lost(exc, ranks) from None
         optimizer.step()
         scheduler.step()
         if average is not None:
             average.update_parameters(model)
-        running, seen = running + loss.item() / pixel_range, seen + 1
-        if iteration % settings.log_every == 0 or iteration == settings.iters:
+        running, seen = running + value / pixel_range, seen + 1
+        if ranks.main and (iteration % settings.log_every == 0 or iteration == settings.iters):
             rate = seen / (time.perf_counter() - tick)
             eta = (settings.iters - iteration) / rate
-            text = (f"loss {running / seen:.5f}  lr {scheduler.get_last_lr()[0]:.2e}  {rate:.1f} it/s  "
+            text = (f"loss {running / seen:.5f}  lr {scheduler.get_last_lr()[0]:.2e}  {rate:.3g} it/s  "
                     f"eta {eta / 60:.1f} min")
             if bar is not None:
                 bar(iteration, settings.iters, text)
@@ -152,11 +218,13 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
                 log(f"iter {iteration:>6}/{settings.iters}  {text}")
             tick, running, seen = time.perf_counter(), 0.0, 0
         if iteration % settings.save_every == 0 and iteration < settings.iters:
-            _save(output, model, average, name, config, iteration, optimizer, scheduler, settings.schedule, rng,
-                  final=False)
+            if ranks.main:
+                _save(output, model, average, name, config, iteration, optimizer, scheduler, settings.schedule, rng,
+                      final=False)
             last_saved = iteration
-    _save(output, model, average, name, config, settings.iters, optimizer, scheduler, settings.schedule, rng,
-          final=True)
+    if ranks.main:
+        _save(output, model, average, name, config, settings.iters, optimizer, scheduler, settings.schedule, rng,
+              final=True)
     if average is not None:
         model.load_state_dict(average.module.state_dict())
     model.eval().cpu()
@@ -244,7 +312,16 @@ def _check_output(request: TrainRequest) -> None:
 
 def run_training(request: TrainRequest, progress: Callable[[str], None] = lambda _: None,
                  bar: Callable[[int, int, str], None] | None = None) -> tuple[Family, Config, torch.nn.Module]:
-    """Check everything, load the data, train, save: (family, config, trained training graph)."""
+    """Check everything, load the data, train, save: (family, config, trained training graph).
+    Under torchrun every rank runs this; rank 0 alone reports (`progress`, `bar`) and saves."""
+    with process_group() as ranks:
+        if not ranks.main:
+            progress, bar = (lambda _: None), None
+        return _run_training(request, ranks, progress, bar)
+
+
+def _run_training(request: TrainRequest, ranks: Ranks, progress: Callable[[str], None],
+                  bar: Callable[[int, int, str], None] | None) -> tuple[Family, Config, torch.nn.Module]:
     from edgesr.checkpoints import load_strict, read_checkpoint
     from edgesr.data import load_pairs
     from edgesr.family import get_family
@@ -254,6 +331,7 @@ def run_training(request: TrainRequest, progress: Callable[[str], None] = lambda
     config = family.config(request.variant, request.scale, request.pixel_range)
     family.check_fits(config)
     settings = settings_for(request, family, config, stage)
+    check_batch(settings.batch, ranks)
     _check_output(request)
     torch.manual_seed(request.seed)
     model = family.training_graph(config)
@@ -280,8 +358,9 @@ def run_training(request: TrainRequest, progress: Callable[[str], None] = lambda
     pairs = load_pairs(request.data, config.scale, config.colors, min_lr_side=settings.lr_patch,
                        hr_scales=request.hr_scales)
     averaged = f", weight average {settings.ema:g}" if settings.ema else ""
+    parallel = f" on {ranks.world} ranks ({settings.batch // ranks.world} each)" if ranks.world > 1 else ""
     progress(f"training {label} on {len(pairs.names)} images ({len(pairs.skipped)} skipped) for {settings.iters} "
-             f"iterations: batch {settings.batch}, LR patch {settings.lr_patch}, Adam lr {settings.lr:g} "
+             f"iterations: batch {settings.batch}{parallel}, LR patch {settings.lr_patch}, Adam lr {settings.lr:g} "
              f"({settings.schedule}){averaged}, {f'stage {stage}' if stage else 'L1'}, seed {settings.seed}")
     train(model, family, config, pairs, settings, request.output, resume_state, progress, bar)
     return family, config, model

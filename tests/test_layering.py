@@ -13,8 +13,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "edgesr"
 LAYERS = [
     ("base", ["errors", "quiet", "interrupts", "version", "progress", "table", "extras", "layout", "resize",
               "metrics", "images", "fold", "resources", "tiling", "atomic"]),
-    ("numerics and files", ["runners", "error_model", "check", "data", "protocol", "checkpoints", "metadata",
-                            "bundle", "nn"]),
+    ("numerics and files", ["distributed", "runners", "error_model", "check", "data", "protocol", "checkpoints",
+                            "metadata", "bundle", "nn"]),
     ("family interface", ["family", "deployable", "profile"]),
     ("families", ["families"]),
     ("models", ["model", "model_files", "models_table"]),

@@ -5,14 +5,16 @@ error, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (temporary files removed first)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
+import time
 
 from edgesr import interrupts
 from edgesr.cli import bench, evaluate, export, inspect, models, train, upscale, verify
 from edgesr.cli.common import Parser
-from edgesr.errors import Terminated, ToolError, UserError, cli_option, os_error
+from edgesr.errors import PeerLost, Terminated, ToolError, UserError, cli_option, os_error
 from edgesr.extras import missing_extra
 from edgesr.version import __version__
 
@@ -45,9 +47,31 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, handler)
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"edgesr: {message}", file=sys.stderr)
+def _fail(message: str, code: int, every_rank: bool = False) -> int:
+    """Print the one line (under torchrun: rank 0's, as every rank meets the same error, unless
+    `every_rank`: a rank's own failure) and return the exit code."""
+    if every_rank or _rank_zero():
+        print(f"edgesr: {message}", file=sys.stderr)
+    _tell_torchrun(f"edgesr: {message}")
     return code
+
+
+def _tell_torchrun(line: str) -> None:
+    """Under torchrun, leave the line in the rank's error file: the launcher's failure summary then
+    shows it as the rank's error (instead of <N/A>)."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        try:
+            with open(path, "w") as f:
+                json.dump({"message": line, "timestamp": int(time.time())}, f)
+        except OSError:
+            pass  # the summary then says <N/A>; the line is on stderr
+
+
+def _rank_zero() -> bool:
+    """Not a torchrun rank other than 0 (RANK unset, 0, or not a rank at all)."""
+    rank = os.environ.get("RANK", "").strip()
+    return not rank.isdigit() or int(rank) == 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -55,6 +79,8 @@ def _run(args: argparse.Namespace) -> int:
         return args.func(args)
     except UserError as exc:
         return _fail(f"error: {exc.render(cli_option)}", 2)
+    except PeerLost as exc:
+        return _fail(f"error: {exc.render(cli_option)}", 1, every_rank=True)
     except ToolError as exc:
         return _fail(f"error: {exc.render(cli_option)}", 1)
     except KeyboardInterrupt:
@@ -77,4 +103,4 @@ def _internal(exc: Exception) -> int:
         raise exc
     text = " ".join(str(exc).split())[:300] or "no message"
     return _fail(f"internal error: {type(exc).__name__}: {text} (a bug in edgesr: please report it with the "
-                 "command line; EDGESR_DEBUG=1 shows the traceback)", 1)
+                 "command line; EDGESR_DEBUG=1 shows the traceback)", 1, every_rank=True)

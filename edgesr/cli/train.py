@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from edgesr.cli.common import (
@@ -20,10 +23,29 @@ from edgesr.cli.common import (
 from edgesr.cli.evaluate import add_protocol
 
 
+@contextmanager
+def _rank_zero_speaks() -> Iterator[None]:
+    """Under torchrun only rank 0 prints (progress, warnings, the report); the others' errors are
+    the CLI's to print or not (edgesr.cli.main)."""
+    from edgesr.distributed import launched
+
+    if launched().main:
+        yield
+        return
+    with open(os.devnull, "w") as null, redirect_stdout(null), redirect_stderr(null):
+        yield
+
+
 def run(args: argparse.Namespace) -> int:
+    with _rank_zero_speaks():
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from edgesr.api import Model
     from edgesr.cli.evaluate import print_report
     from edgesr.data import list_images
+    from edgesr.distributed import launched
     from edgesr.model import Prepared
     from edgesr.train import TrainRequest, run_training
 
@@ -34,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
                            args.pixel_range, args.batch, args.patch, args.lr, args.seed, args.save_every, args.stage,
                            args.schedule, args.ema, tuple(args.hr_scales), args.weights, args.resume, args.force)
     family, config, trained = run_training(request, progress, progress.bar)
+    if not launched().main:
+        return 0  # rank 0 reports, evaluates and writes the JSON
     say(args, f"saved {args.output} ({args.output.stat().st_size / 1024:.0f} KiB)")
     payload = {"output": str(args.output), "model": family.name, "config": config.to_dict(), "stage": args.stage,
                "iterations": args.iters, "bytes": args.output.stat().st_size}

@@ -54,6 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edgesr.distributed import batch_gather, batch_sum, current, local_part
 from edgesr.errors import UserError
 from edgesr.family import DataclassConfig
 from edgesr.resources import Footprint
@@ -331,13 +332,14 @@ def difficulty_classes(lr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.
     """Class per sample for branch pre-training: the batch ranked by bicubic PSNR and cut into
     thirds, best third -> 0 (simple), worst -> 2 (hard). The authors rank by the PSNR of a
     pretrained MSRResNet; edgesr ships no reference model, and bicubic PSNR ranks sub-images by
-    the same property (how much high-frequency detail must be restored)."""
+    the same property (how much high-frequency detail must be restored). Under data-parallel
+    training the ranking is over the global batch; each rank gets its own samples' classes."""
     up = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
-    mse = (up - hr).pow(2).flatten(1).mean(dim=1)
+    mse = batch_gather((up - hr).pow(2).flatten(1).mean(dim=1))
     order = mse.argsort()  # ascending error = descending PSNR
     classes = torch.empty_like(order)
     classes[order] = torch.arange(len(order), device=lr.device) * len(CLASSES) // len(order)
-    return classes
+    return local_part(classes)
 
 
 def class_loss(probs: torch.Tensor) -> torch.Tensor:
@@ -350,10 +352,10 @@ def class_loss(probs: torch.Tensor) -> torch.Tensor:
 
 def average_loss(probs: torch.Tensor) -> torch.Tensor:
     """The authors' average loss: sum_k |sum_batch p_k - B/M| / (4 B/M); zero when classes are
-    used equally often."""
-    batch, m = probs.shape
-    share = batch / m
-    return (probs.sum(dim=0) - share).abs().sum() / (4 * share)
+    used equally often. The sums run over the global batch under data-parallel training."""
+    m = probs.shape[1]
+    share = probs.shape[0] * current().world / m
+    return (batch_sum(probs.sum(dim=0)) - share).abs().sum() / (4 * share)
 
 
 def classsr_loss(sr: torch.Tensor, hr: torch.Tensor, probs: torch.Tensor,
