@@ -10,6 +10,7 @@ distance away, so the test fails when the sharding is wrong."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -62,6 +63,11 @@ def distance(a: Path, b: Path, init: torch.Tensor) -> float:
     return float((wa - weights(b)).norm() / (wa - init).norm())
 
 
+def final_loss(log: str) -> float:
+    """The loss of the last progress line ('... 12/12 loss 0.02080 ...')."""
+    return float(log.rsplit(" loss ", 1)[1].split()[0])
+
+
 def edgesr_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("edgesr:")]
 
@@ -78,15 +84,17 @@ def test_a_global_batch_splits_into_the_ranks_shares(hr_folder):
 
 
 @pytest.mark.slow
-def test_two_ranks_train_what_one_process_trains(hr_folder, tmp_path):
+def test_two_ranks_train_what_one_process_trains(hr_folder, tmp_path, capsys):
     def argv(batch: int, name: str) -> list[str]:
         return ["train", *TINY, "--data", str(hr_folder), "--iters", "12", "--batch", str(batch), "--patch", "12",
                 "--seed", "3", "--ema", "0", "-o", str(tmp_path / name)]
 
     assert main(argv(4, "one.pt")) == 0
+    one_loss = final_loss(capsys.readouterr().err)
     assert main(argv(2, "half.pt")) == 0  # what each rank would train on the first half of every batch
-    run = torchrun(*argv(4, "two.pt"))
+    run = torchrun(*argv(4, "two.pt"), "--val", str(hr_folder), "--json", str(tmp_path / "two.json"))
     assert run.returncode == 0, run.stderr[-2000:]
+    assert abs(final_loss(run.stderr) - one_loss) <= BOUND * one_loss  # the global batch's loss, as logged
     assert run.stderr.count("training ecbsr M1C4 x2") == 1 and "batch 4 on 2 ranks (2 each)" in run.stderr
     assert run.stdout.count(f"saved {tmp_path / 'two.pt'}") == 1  # rank 0 alone reports
     init = initial_weights(3)
@@ -94,7 +102,11 @@ def test_two_ranks_train_what_one_process_trains(hr_folder, tmp_path):
     assert distance(tmp_path / "one.pt", tmp_path / "half.pt", init) > 10 * BOUND
     saved = torch.load(tmp_path / "two.pt", weights_only=True)
     assert not [k for k in saved["state_dict"] if k.startswith("module.")] and "train_state" not in saved
-    assert main(["eval", "--model", "ecbsr", "--weights", str(tmp_path / "two.pt"), "--data", str(hr_folder)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--model", "ecbsr", "--weights", str(tmp_path / "two.pt"), "--data", str(hr_folder),
+                 "--json", str(tmp_path / "eval.json")]) == 0  # loads in one process; --val scored the same
+    assert json.loads((tmp_path / "two.json").read_text())["eval"]["images"] == \
+        json.loads((tmp_path / "eval.json").read_text())["images"]
 
 
 @pytest.mark.slow
