@@ -355,7 +355,7 @@ def load(name: str = "ecbsr", variant: str | None = None, scale: int | None = No
 
 
 def open_model(path: str | Path, io: IOSpec | None = None, threads: int | None = None) -> ExportedModel:
-    """An exported .onnx/.tflite file or bundle folder. Files from edgesr describe themselves; a file
+    """An exported .onnx/.tflite/.pte file or bundle folder. Files from edgesr describe themselves; a file
     without metadata needs `io` (its colours, pixel range and scale), which is checked by one run."""
     loaded = _open_model(Path(path), threads)
     if loaded.io is not None:

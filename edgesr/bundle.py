@@ -13,7 +13,7 @@ from edgesr.errors import UserError
 MANIFEST = "manifest.json"
 FORMAT = "edgesr-bundle"
 VERSION = 2
-SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
+SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "pte": ".pte"}
 
 
 def file_sha256(path: Path) -> str:

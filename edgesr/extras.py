@@ -1,4 +1,4 @@
-"""Optional dependencies: the runtimes and converters are extras (edgesr[onnx], [tflite], [plot]);
+"""Optional dependencies: the runtimes and converters are extras (edgesr[onnx], [tflite], [executorch], [plot]);
 a missing one is a one-line error naming the install command."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from types import ModuleType
 from edgesr.errors import ToolError
 
 EXTRAS = {"onnx": "ONNX export and ONNX Runtime", "tflite": "TFLite export and LiteRT",
-          "plot": "benchmark plots"}
+          "plot": "benchmark plots", "executorch": "ExecuTorch .pte export and runtime"}
 PROVIDED_BY = {"onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "onnxsim": "onnx",
                "tensorflow": "tflite", "keras": "tflite", "ai_edge_litert": "tflite", "flatbuffers": "tflite",
-               "matplotlib": "plot"}
+               "matplotlib": "plot", "executorch": "executorch", "torchao": "executorch"}
 
 
 def _missing(module: str, extra: str) -> ToolError:

@@ -2,8 +2,10 @@
 tensor names, edgesr version, the checkpoint's SHA-256 and the parity measured at export.
 
 Stored as JSON under the key 'edgesr': in an ONNX file's metadata_props, in a TFLite file's
-metadata table (a buffer named 'edgesr', as TFLite's own metadata is stored). A consumer needs
-nothing else to use the file correctly."""
+metadata table (a buffer named 'edgesr', as TFLite's own metadata is stored), in an ExecuTorch
+.pte as the string its constant method `edgesr_metadata` returns: a slot of PTE_SLOT bytes
+(marker, JSON, space padding) that ExecuTorch stores verbatim, so it is read and rewritten in
+place. A consumer needs nothing else to use the file correctly."""
 
 from __future__ import annotations
 
@@ -16,6 +18,22 @@ from edgesr.version import __version__
 
 KEY = "edgesr"
 SCHEMA = "edgesr-model/1"
+PTE_METHOD = "edgesr_metadata"
+PTE_MARKER = b"EDGESR-METADATA:"
+PTE_SLOT = 32768  # bytes: marker + JSON + padding
+
+
+def pte_slot(text: str = "{}") -> str:
+    """The slot's content for JSON `text` (what export puts in the .pte's constant method)."""
+    body = PTE_MARKER + text.encode()
+    if len(body) > PTE_SLOT:
+        raise ToolError(f"edgesr metadata of {len(body)} bytes does not fit the .pte slot of {PTE_SLOT}")
+    return (body + b" " * (PTE_SLOT - len(body))).decode()
+
+
+def _pte_slot_at(data: bytes) -> int | None:
+    at = data.find(PTE_MARKER)
+    return at if at >= 0 and at + PTE_SLOT <= len(data) else None
 
 
 def document(model: dict, graph: str, precision: str, parity: list[dict] | None = None) -> dict:
@@ -26,8 +44,16 @@ def document(model: dict, graph: str, precision: str, parity: list[dict] | None 
 
 
 def embed(path: Path, meta: dict) -> None:
-    """Write `meta` into the .onnx or .tflite file at `path` (rewriting it in place)."""
+    """Write `meta` into the .onnx, .tflite or .pte file at `path` (rewriting it in place)."""
     text = json.dumps(meta, sort_keys=True)
+    if path.suffix == ".pte":
+        data = bytearray(path.read_bytes())
+        at = _pte_slot_at(bytes(data))
+        if at is None:
+            raise ToolError(f"{path} has no edgesr metadata slot: export it again with 'edgesr export --format pte'")
+        data[at:at + PTE_SLOT] = pte_slot(text).encode()
+        path.write_bytes(bytes(data))
+        return
     if path.suffix == ".onnx":
         onnx = require("onnx", "onnx")
         model = onnx.load(str(path))
@@ -57,7 +83,11 @@ def read(path: Path) -> dict | None:
     """The edgesr metadata of a model file, or None for a file without it (another tool's)."""
     path = Path(path)
     try:
-        if path.suffix == ".onnx":
+        if path.suffix == ".pte":
+            data = path.read_bytes()
+            at = _pte_slot_at(data)
+            text = data[at + len(PTE_MARKER):at + PTE_SLOT].rstrip(b" ").decode() if at is not None else None
+        elif path.suffix == ".onnx":
             onnx = require("onnx", "onnx")
             model = onnx.load(str(path), load_external_data=False)
             text = next((p.value for p in model.metadata_props if p.key == KEY), None)
@@ -75,6 +105,6 @@ def read(path: Path) -> dict | None:
     except Exception:  # noqa: BLE001  (a corrupt file: its runtime says so, in its own words, when it opens it)
         return None
     try:
-        return json.loads(text) if text is not None else None
+        return (json.loads(text) or None) if text is not None else None  # an empty slot: {}
     except ValueError:
         return None

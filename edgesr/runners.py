@@ -1,5 +1,6 @@
 """Runtimes behind one call signature, the Graph protocol: NCHW float32 in the model's pixel
-range -> NCHW out. PyTorch modules, ONNX Runtime sessions and LiteRT interpreters."""
+range -> NCHW out. PyTorch modules, ONNX Runtime sessions, LiteRT interpreters and ExecuTorch
+programs."""
 
 from __future__ import annotations
 
@@ -211,8 +212,59 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return ((y.astype(np.float64) - zero) * scale).astype(np.float32)
 
 
+class PteGraph:
+    """An ExecuTorch .pte run by ExecuTorch's runtime on the CPU (NCHW float32 in and out; XNNPACK
+    partitions inside). ExecuTorch has one process-wide threadpool, sized to the cores at first
+    use; `threads` resets it, and `threads` reads back the size the pool reports."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        from edgesr import metadata
+        from edgesr.extras import require
+
+        require("executorch", "executorch")
+        with captured_output("loading ExecuTorch"):  # torchao and cpuinfo notices at import and load
+            from executorch.extension.pybindings import portable_lib
+            from executorch.runtime import Runtime
+
+            self.path = Path(path)
+            self.method = Runtime.get().load_program(str(path)).load_method("forward")
+            if threads:
+                portable_lib._unsafe_reset_threadpool(int(threads))
+        self._pool = portable_lib
+        described = metadata.read(self.path) or {}
+        self.sides = int(described.get("min_side") or 0), int(described.get("max_side") or 0)
+        self.multiple = int(described.get("pads_to_multiple") or 1)  # sides it takes; it pads others (export)
+        self.scale = int((described.get("io") or {}).get("scale") or 1)
+
+    @property
+    def threads(self) -> int:
+        return int(self._pool._threadpool_get_thread_count())
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        h, w = x.shape[2:] if x.ndim == 4 else (0, 0)
+        m = self.multiple
+        if (h % m or w % m) and m > 1:  # replicate-pad as the graph's own forward does, crop back
+            x = np.pad(x, ((0, 0), (0, 0), (0, -h % m), (0, -w % m)), mode="edge")
+        run = self.bind(x)
+        try:
+            y = run()
+        except Exception as exc:  # noqa: BLE001
+            raise ToolError(f"ExecuTorch failed on {self.path.name} for input {x.shape}: {_first_line(exc)}") from None
+        return y[..., :h * self.scale, :w * self.scale] if m > 1 else y
+
+    def bind(self, x: np.ndarray) -> Callable[[], np.ndarray]:
+        import torch
+
+        low, high = self.sides
+        if x.ndim == 4 and high and not low <= min(x.shape[2:]) <= max(x.shape[2:]) <= high:
+            raise UserError(f"{self.path.name} takes sides of {low} to {high} pixels (the bounds declared at export), "
+                            f"not {x.shape[2]}x{x.shape[3]}: tile a larger image (e.g. «tile» 512), pad a smaller one")
+        tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        return lambda: self.method.execute([tensor])[0].numpy()
+
+
 def open_runtime_file(path: Path, threads: int | None = None, spin: bool = True) -> Graph:
-    """Open one exported .onnx or .tflite file with its runtime; `spin` is ONNX Runtime's
+    """Open one exported .onnx, .tflite or .pte file with its runtime; `spin` is ONNX Runtime's
     busy-waiting of idle worker threads (see OnnxGraph). A file the runtime rejects (corrupt,
     truncated, not a model) is a ToolError naming the runtime's reason."""
     path = Path(path)
@@ -221,9 +273,10 @@ def open_runtime_file(path: Path, threads: int | None = None, spin: bool = True)
     if not path.is_file():
         raise UserError(f"model file {path} not found")
     runtimes = {".onnx": ("ONNX Runtime", lambda: OnnxGraph(path, threads, spin)),
-                ".tflite": ("LiteRT", lambda: TfliteGraph(path, threads))}
+                ".tflite": ("LiteRT", lambda: TfliteGraph(path, threads)),
+                ".pte": ("ExecuTorch", lambda: PteGraph(path, threads))}
     if path.suffix not in runtimes:
-        raise UserError(f"unknown model file type '{path.suffix}': expected .onnx, .tflite or a bundle folder")
+        raise UserError(f"unknown model file type '{path.suffix}': expected .onnx, .tflite, .pte or a bundle folder")
     runtime, make = runtimes[path.suffix]
     try:
         return make()

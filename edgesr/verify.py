@@ -9,8 +9,10 @@ from edgesr.check import Check, Pair, Subject, check_pairs, collect
 from edgesr.export.exporter import (
     FORMATS,
     export_to_scratch,
+    file_delegation,
     graph_checks,
     graph_form,
+    installed_formats,
     reference_subject,
     scratch_folder,
     stored_form,
@@ -33,7 +35,8 @@ def verify(prepared: Prepared, precisions: list[str], sizes: list[tuple[int, int
            delegation: dict[str, str] | None = None) -> list[Check]:
     """Export every format/precision to a scratch folder and compare all graphs; a graph stored in
     another form (int8_form) is also checked in PyTorch at fp32, where its math must be exact.
-    `delegation`, when given, receives each .tflite file's XNNPACK summary by candidate name."""
+    `delegation`, when given, receives each .tflite/.pte file's XNNPACK summary by candidate name.
+    Formats whose extra is not installed are left out."""
     io, deployable, family = prepared.io, prepared.deployable, prepared.family
     inputs = verification_inputs(sizes, io.colors, io.pixel_range)
     ref_name, ref = reference_subject(prepared)
@@ -50,7 +53,7 @@ def verify(prepared: Prepared, precisions: list[str], sizes: list[tuple[int, int
     with scratch_folder() as scratch:
         from pathlib import Path
 
-        for fmt, precision in [(f, p) for f in FORMATS for p in precisions if p in FORMATS[f]]:
+        for fmt, precision in [(f, p) for f in installed_formats() for p in precisions if p in FORMATS[f]]:
             name = f"{fmt}-{precision}"
             progress(f"exporting {name}")
             stored = stored_form(prepared, fmt, precision, int8_form)
@@ -61,12 +64,11 @@ def verify(prepared: Prepared, precisions: list[str], sizes: list[tuple[int, int
                     subjects[name_form] = Subject(form.torch_runner, family.expectation(ref.model, form, "fp32", None))
                     pairs.append(Pair(ref_name, name_form, "fp32"))
             path, files = export_to_scratch(stored, fmt, precision, Path(scratch), progress)
-            if fmt == "tflite" and delegation is not None:
-                from edgesr.export.tflite import xnnpack_delegation
-
+            if delegation is not None:
                 for graph, file in files.items():
-                    label = name if form.single else f"{name} {graph}"
-                    delegation[label] = xnnpack_delegation(file).format()
+                    found = file_delegation(file)
+                    if found is not None:
+                        delegation[name if form.single else f"{name} {graph}"] = found.format()
             if not form.single:
                 graph_rows += graph_checks(form, files, fmt, precision, sizes, skip_fixed=precision != "fp32")
             subjects[name] = Subject(lambda path=path: open_model(path),

@@ -31,7 +31,7 @@ pip() { "$venv/bin/python" -m pip "$@" 2>&1 | grep -v "^WARNING: Location" || tr
 echo "setup: installing edgesr and its dependencies (torch pinned by constraints.txt; a few minutes the first time)"
 pip install -q -c constraints.txt -e ".[dev]"
 # pip's resolver has been seen to drop a requirement on a first install: check every import.
-check='import torch, onnx, onnxruntime, onnxscript, onnxsim, tensorflow, ai_edge_litert, skimage, pytest
+check='import torch, onnx, onnxruntime, onnxscript, onnxsim, tensorflow, ai_edge_litert, executorch, skimage, pytest
 assert torch.__version__.startswith("2.13.0"), torch.__version__
 print("setup: ok: torch", torch.__version__, "| onnxruntime", onnxruntime.__version__, "| tensorflow", tensorflow.__version__)'
 if ! TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" -c "$check" 2>/dev/null; then

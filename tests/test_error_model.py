@@ -4,6 +4,9 @@ the bound, a wrong tap or a swapped channel fails."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
@@ -108,25 +111,32 @@ def _largest_weight(layer: nn.Conv2d) -> tuple[int, ...]:
     return tuple(int(i) for i in torch.nonzero(w == w.max())[0])
 
 
-@pytest.mark.parametrize("name", list(FAMILIES))
-def test_one_quantum_of_weight_error_fails(name):
-    """Moving one weight by 1.5 quanta of the bound fails, by a quarter of one passes."""
-    prepared = _prepared(name)
-    _, x = _inputs(prepared)[1]  # a photo crop
+@contextmanager
+def moved_weight(prepared, x: np.ndarray, steps: float) -> Iterator[None]:
+    """The deploy graph's middle conv with its largest weight moved by `steps` quanta of the
+    bound on x, restored afterwards."""
     layer = _middle_conv(prepared)
     index = _largest_weight(layer)
     quantum = _quantum(prepared, x, layer, index)
     original = layer.weight.detach().clone()
     try:
-        for steps, passes in ((0.25, True), (1.5, False)):
-            with torch.no_grad():
-                layer.weight.copy_(original)
-                layer.weight[index] += steps * quantum
-            result = check_output(prepared.train, x, _run(prepared.deploy, x), prepared.deploy)
-            assert (result.used <= 1.0) == passes, (steps, result)
+        with torch.no_grad():
+            layer.weight[index] += steps * quantum
+        yield
     finally:
         with torch.no_grad():
             layer.weight.copy_(original)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_one_quantum_of_weight_error_fails(name):
+    """Moving one weight by 1.5 quanta of the bound fails, by a quarter of one passes."""
+    prepared = _prepared(name)
+    _, x = _inputs(prepared)[1]  # a photo crop
+    for steps, passes in ((0.25, True), (1.5, False)):
+        with moved_weight(prepared, x, steps):
+            result = check_output(prepared.train, x, _run(prepared.deploy, x), prepared.deploy)
+        assert (result.used <= 1.0) == passes, (steps, result)
 
 
 def test_the_quantum_of_a_trained_weight_is_tiny():

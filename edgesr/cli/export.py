@@ -39,7 +39,7 @@ def add(sub) -> None:
                                     "or a bundle folder for a model of several graphs), check it against the training "
                                     "graph within the rounding-error model, and only then write it.")
     add_model_args(parser)
-    parser.add_argument("--format", default="tflite", help="onnx or tflite (default: tflite)")
+    parser.add_argument("--format", default="tflite", help="onnx, tflite or pte (ExecuTorch) (default: tflite)")
     parser.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (TFLite); ONNX is fp32")
     add_int8_form(parser)
     parser.add_argument("-o", "--output", type=Path, help="output file or bundle folder (default: exports/<model>_"

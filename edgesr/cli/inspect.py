@@ -18,8 +18,8 @@ def run(args: argparse.Namespace) -> int:
         meta = bundle.read_manifest(path)
         files = {entry["name"]: path / entry["file"] for entry in meta["graphs"]}
     elif path.is_file():
-        if path.suffix not in (".onnx", ".tflite"):
-            raise UserError(f"{path} is no .onnx or .tflite file or bundle folder")
+        if path.suffix not in bundle.SUFFIXES.values():
+            raise UserError(f"{path} is no {', '.join(bundle.SUFFIXES.values())} file or bundle folder")
         meta = metadata.read(path)
         files = {"deploy": path}
     else:
@@ -52,7 +52,7 @@ def add(sub) -> None:
                                     description="Print the metadata an exported file carries (model, scale, colour "
                                     "space, pixel range, tensor names, edgesr version, checkpoint SHA-256, parity "
                                     "measured at export) and its operators.")
-    parser.add_argument("file", type=Path, help="an exported .onnx or .tflite file, or a bundle folder")
+    parser.add_argument("file", type=Path, help="an exported .onnx, .tflite or .pte file, or a bundle folder")
     add_json(parser, "the metadata")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     parser.set_defaults(func=run)

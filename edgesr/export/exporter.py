@@ -28,9 +28,11 @@ from edgesr.profile import count_params, macs_per_lr_pixel
 from edgesr.runners import TorchGraph
 
 if TYPE_CHECKING:
+    from edgesr.export.pte import PteDelegation
     from edgesr.export.tflite import Delegation
 
-FORMATS = {"onnx": ("fp32",), "tflite": ("fp32", "fp16", "int8")}
+FORMATS = {"onnx": ("fp32",), "tflite": ("fp32", "fp16", "int8"), "pte": ("fp32",)}
+FORMAT_EXTRAS = {"onnx": ("onnx", "onnx"), "tflite": ("tensorflow", "tflite"), "pte": ("executorch", "executorch")}
 PRECISIONS = ("fp32", "fp16", "int8")
 PARITY_SIZES = [(20, 26), (45, 61)]  # odd, one smaller than a ClassSR tile
 # int8 .tflite: "auto" stores the family's int8 form where it has one (ECBSR: 2x2 blocks, PReLU as a
@@ -51,7 +53,7 @@ class GraphFile:
     ops: Counter
     params: int
     macs_per_pixel: float  # per input pixel (per tile pixel for a tile graph)
-    delegation: Delegation | None = None  # .tflite: what XNNPACK runs
+    delegation: Delegation | PteDelegation | None = None  # .tflite/.pte: what XNNPACK runs
     form: str | None = None  # int8 .tflite: the stored form (INT8_FORMS)
 
 
@@ -234,6 +236,10 @@ def write_graph(prepared: Prepared, name: str, fmt: str, precision: str, path: P
         shape = (2, io.colors, spec.tile, spec.tile) if spec.tile else None
         export_onnx(spec.module, path, io.colors, example_shape=shape,
                     dynamic_dims={0: "batch"} if spec.tile else None, output_name=spec.output)
+    elif fmt == "pte":
+        from edgesr.export.pte import export_pte
+
+        export_pte(spec.module, path, io.colors, spec.tile)
     else:
         from edgesr.export.tflite import convert_keras
 
@@ -246,10 +252,31 @@ def write_graph(prepared: Prepared, name: str, fmt: str, precision: str, path: P
         else:
             twin = own()
         path.write_bytes(convert_keras(twin, precision, calibration))
-    metadata.embed(path, _file_metadata(prepared, name, precision))
+    metadata.embed(path, _file_metadata(prepared, name, precision, path=path))
 
 
-def _file_metadata(prepared: Prepared, name: str, precision: str, parity: list[dict] | None = None) -> dict:
+def installed_formats() -> list[str]:
+    """The formats whose extra is installed (verify checks these)."""
+    import importlib.util
+
+    return [fmt for fmt, (module, _) in FORMAT_EXTRAS.items() if importlib.util.find_spec(module) is not None]
+
+
+def file_delegation(path: Path):
+    """What XNNPACK runs of a .tflite (Delegation) or .pte (PteDelegation) file; None for others."""
+    if path.suffix == ".tflite":
+        from edgesr.export.tflite import xnnpack_delegation
+
+        return xnnpack_delegation(path)
+    if path.suffix == ".pte":
+        from edgesr.export.pte import pte_delegation
+
+        return pte_delegation(path)
+    return None
+
+
+def _file_metadata(prepared: Prepared, name: str, precision: str, parity: list[dict] | None = None,
+                   path: Path | None = None) -> dict:
     spec = prepared.deployable.graphs[name]
     colors = prepared.config.colors
     macs = macs_per_lr_pixel(spec.module, colors, spec.tile) if spec.tile else macs_per_lr_pixel(spec.module, colors)
@@ -257,6 +284,10 @@ def _file_metadata(prepared: Prepared, name: str, precision: str, parity: list[d
     extra = {"int8_form": graph_form(spec, precision)} if precision == "int8" else {}
     if getattr(spec.module, "size_multiple", 1) > 1:
         extra.update(size_multiple=spec.module.size_multiple, receptive_radius=spec.module.radius)
+    if path is not None and path.suffix == ".pte" and not spec.tile:
+        from edgesr.export.pte import MAX_SIDE, MIN_SIDE, pads_to_multiple
+
+        extra.update(min_side=MIN_SIDE, max_side=MAX_SIDE, pads_to_multiple=pads_to_multiple(spec.module))
     return {**document, "tile": spec.tile, "output_tensor": spec.output, "macs_per_pixel": macs, **extra}
 
 
@@ -368,11 +399,7 @@ def _graph_file(prepared: Prepared, name: str, path: Path, fmt: str, precision: 
     spec = prepared.deployable.graphs[name]
     colors = prepared.config.colors
     macs = (macs_per_lr_pixel(spec.module, colors, spec.tile) if spec.tile else macs_per_lr_pixel(spec.module, colors))
-    delegation = None
-    if fmt == "tflite":
-        from edgesr.export.tflite import xnnpack_delegation
-
-        delegation = xnnpack_delegation(path)
+    delegation = file_delegation(path)
     stored = spec.precision(precision)
     return GraphFile(name, path.name, stored, path.stat().st_size, op_counts(path), count_params(spec.module), macs,
                      delegation, graph_form(spec, stored))
@@ -396,7 +423,8 @@ def export(prepared: Prepared, fmt: str, precision: str, out: Path | None = None
         parity = [c.to_dict() for c in checks]
         notes = prepared.family.cost_notes(deployable) + ([loaded.summary()] if loaded.summary() else [])
         for name, path in files.items():
-            metadata.embed(path, _file_metadata(prepared, name, deployable.graphs[name].precision(precision), parity))
+            metadata.embed(path, _file_metadata(prepared, name, deployable.graphs[name].precision(precision), parity,
+                                                path))
         if not deployable.single:
             manifest = _manifest(prepared, fmt, precision, files)
             manifest["parity"] = parity

@@ -358,7 +358,11 @@ class DeploySMM(nn.Module):
 
 class SMSRDeploy(nn.Module):
     """Deploy graph: x + input_offset, head, dense-masked SMMs, collect, tail conv with
-    add_mean folded in, + fixed bicubic-phase conv on the input, one PixelShuffle."""
+    add_mean folded in, + fixed bicubic-phase conv on the input, one PixelShuffle. The forward
+    replicate-pads odd H/W to even and crops the output back (`pads_to_multiple`): a runner may
+    do that padding itself and run the graph on even sides only (an ExecuTorch export does)."""
+
+    pads_to_multiple = 2
 
     def __init__(self, config: SMSRConfig, sparse: list[torch.Tensor]):
         super().__init__()
