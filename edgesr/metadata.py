@@ -50,7 +50,7 @@ def embed(path: Path, meta: dict) -> None:
         data = bytearray(path.read_bytes())
         at = _pte_slot_at(bytes(data))
         if at is None:
-            raise ToolError(f"{path} has no edgesr metadata slot: export it again with 'edgesr export --format pte'")
+            raise ToolError(f"{path} has no edgesr metadata slot: export it again with «format» pte")
         data[at:at + PTE_SLOT] = pte_slot(text).encode()
         path.write_bytes(bytes(data))
         return

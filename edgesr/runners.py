@@ -215,7 +215,9 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
 class PteGraph:
     """An ExecuTorch .pte run by ExecuTorch's runtime on the CPU (NCHW float32 in and out; XNNPACK
     partitions inside). ExecuTorch has one process-wide threadpool, sized to the cores at first
-    use; `threads` resets it, and `threads` reads back the size the pool reports."""
+    use; `threads` resizes it before the program loads (its XNNPACK partitions keep the pool they
+    were created with, so it is never resized under a loaded program), and `threads` reads back
+    the size the pool reports."""
 
     def __init__(self, path: Path, threads: int | None = None):
         from edgesr import metadata
@@ -226,11 +228,12 @@ class PteGraph:
             from executorch.extension.pybindings import portable_lib
             from executorch.runtime import Runtime
 
+            self._pool = portable_lib
             self.path = Path(path)
+            if threads and int(threads) != self.threads:
+                _resize_threadpool(portable_lib, int(threads))
             self.method = Runtime.get().load_program(str(path)).load_method("forward")
-            if threads:
-                portable_lib._unsafe_reset_threadpool(int(threads))
-        self._pool = portable_lib
+            _PTE_POOLS.add(self.threads)
         described = metadata.read(self.path) or {}
         self.sides = int(described.get("min_side") or 0), int(described.get("max_side") or 0)
         self.multiple = int(described.get("pads_to_multiple") or 1)  # sides it takes; it pads others (export)
@@ -261,6 +264,17 @@ class PteGraph:
                             f"not {x.shape[2]}x{x.shape[3]}: tile a larger image (e.g. «tile» 512), pad a smaller one")
         tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         return lambda: self.method.execute([tensor])[0].numpy()
+
+
+_PTE_POOLS: set[int] = set()  # the pool sizes .pte programs of this process were loaded with
+
+
+def _resize_threadpool(portable_lib, threads: int) -> None:
+    """Resize ExecuTorch's process-wide pool; refused once a program runs on the current one."""
+    if _PTE_POOLS:
+        raise ToolError(f"ExecuTorch's threadpool is shared by the whole process and programs already run on "
+                        f"{max(_PTE_POOLS)} thread(s): open .pte files at {threads} thread(s) in a fresh process")
+    portable_lib._unsafe_reset_threadpool(threads)
 
 
 def open_runtime_file(path: Path, threads: int | None = None, spin: bool = True) -> Graph:

@@ -101,10 +101,11 @@ def test_bench_end_to_end_writes_schema(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     ceiling_cache = tmp_path / "cache" / "edgesr" / "ceiling.json"
     code = main(["bench", "--variant", "M1C4", "--scale", "2", "--runtime", "torch-train", "torch",
-                 "onnxruntime", "tflite", "--precision", "fp32", "int8", "--input", "12x10", "--runs", "3",
-                 "--warmup", "1", "--rounds", "2", "--json", "r.json", "--csv", "r.csv", "--plot", "r.png"])
-    out = capsys.readouterr().out
-    assert code == 0, out
+                 "onnxruntime", "tflite", "executorch", "--precision", "fp32", "int8", "--input", "12x10",
+                 "--runs", "3", "--warmup", "1", "--rounds", "2", "--json", "r.json", "--csv", "r.csv", "--plot",
+                 "r.png"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err[-2000:]
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["schema"] == reports.SCHEMA
     assert {"cpu", "ceiling"} <= set(report["device"]) and report["versions"]["torch"]
@@ -112,7 +113,8 @@ def test_bench_end_to_end_writes_schema(tmp_path, monkeypatch, capsys):
     assert measured["fp32_gflops"] > 1 and report["settings"]["input_data"] == "photo"
     assert json.loads(ceiling_cache.read_text())  # measured once, cached for the next run
     assert [(c["runtime"], c["precision"]) for c in report["cases"]] == [
-        ("torch-train", "fp32"), ("torch", "fp32"), ("onnxruntime", "fp32"), ("tflite", "fp32"), ("tflite", "int8")]
+        ("torch-train", "fp32"), ("torch", "fp32"), ("onnxruntime", "fp32"), ("tflite", "fp32"), ("tflite", "int8"),
+        ("executorch", "fp32")]
     for case in report["cases"]:
         assert case["latency"]["runs"] == 3 and case["latency"]["min_ms"] > 0
         assert case["threads_applied"] == 1 and case["peak_rss_mb"] > 0
@@ -125,11 +127,13 @@ def test_bench_end_to_end_writes_schema(tmp_path, monkeypatch, capsys):
             assert top is None or case["ceiling_fraction"] > 0
         if case["runtime"] == "tflite":  # the default int8 form (ECBSR: blocked) runs all in XNNPACK too
             assert case["xnnpack"]["partitions"] == 1 and case["xnnpack"]["outside"] == {}
+        if case["runtime"] == "executorch":  # threads_applied above: its threadpool's reported size
+            assert case["xnnpack"]["partitions"] >= 1 and case["xnnpack"]["outside"] == {}
     train, deploy = report["cases"][0], report["cases"][1]
     assert train["macs"] > deploy["macs"]  # the training graph does the un-folded work
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len((tmp_path / "r.csv").read_text().strip().splitlines()) == 6
-    assert "torch-train" in out and "%ceil" in out and "photo input" in out
+    assert len((tmp_path / "r.csv").read_text().strip().splitlines()) == 7
+    assert "torch-train" in captured.out and "%ceil" in captured.out and "photo input" in captured.out
 
 
 @pytest.mark.parametrize("argv,message", [

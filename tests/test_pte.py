@@ -4,6 +4,7 @@ side bounds, the metadata slot, threads, every family, eval/upscale and a missin
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import numpy as np
@@ -38,7 +39,7 @@ def test_pte_matches_the_training_graph_at_two_sizes_and_describes_itself(shippe
     assert (meta["family"], meta["io"]["scale"], meta["precision"]) == ("ecbsr", 4, "fp32")
     assert (meta["min_side"], meta["max_side"]) == (MIN_SIDE, MAX_SIDE) and meta["parity"][0]["result"] == "PASS"
     delegation = report.files[0].delegation
-    assert delegation.partitions >= 1 and not delegation.compute_outside  # every conv, PReLU, add in XNNPACK
+    assert delegation.partitions >= 1 and not delegation.outside  # every conv, PReLU, add in XNNPACK
     assert "XNNPACK" in report.format() and "pte fp32" in report.format()
 
 
@@ -54,11 +55,33 @@ def test_a_weight_off_by_one_quantum_fails_pte_parity(tmp_path):
         assert parity(prepared, path, "fp32", sizes=[(17, 29)]).passed == passes, steps  # vs the true graphs
 
 
-def test_sides_outside_the_declared_bounds_are_refused_and_threads_are_applied(shipped_pte):
+THREADS_IN_A_FRESH_PROCESS = """
+import sys
+from edgesr.errors import ToolError
+from edgesr.runners import open_runtime_file
+graph = open_runtime_file(sys.argv[1], threads=int(sys.argv[2]))
+again = open_runtime_file(sys.argv[1], threads=int(sys.argv[2])).threads
+try:
+    open_runtime_file(sys.argv[1], threads=int(sys.argv[2]) + 1)
+    print(graph.threads, again, "resized under a loaded program")
+except ToolError as exc:
+    print(graph.threads, again, exc)
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_threads_are_applied_before_load_and_never_changed_under_a_loaded_program(shipped_pte, threads):
     _, _, path = shipped_pte
-    graph = open_runtime_file(path, threads=1)
-    assert graph.threads == 1  # ExecuTorch's threadpool reports the size it was reset to
-    assert open_runtime_file(path, threads=2).threads == 2
+    run = subprocess.run([sys.executable, "-c", THREADS_IN_A_FRESH_PROCESS, str(path), str(threads)],
+                         capture_output=True, text=True, timeout=300)
+    applied, again, message = run.stdout.strip().splitlines()[-1].split(" ", 2)
+    assert (int(applied), int(again)) == (threads, threads), run.stderr[-2000:]  # the pool's own reported size
+    assert "threadpool is shared by the whole process" in message and f"at {threads + 1} thread(s)" in message
+
+
+def test_sides_outside_the_declared_bounds_are_refused(shipped_pte):
+    _, _, path = shipped_pte
+    graph = open_runtime_file(path)
     for shape in ((1, 1, 16, MAX_SIDE + 1), (1, 1, MIN_SIDE - 1, 40)):
         with pytest.raises(UserError, match=f"takes sides of {MIN_SIDE} to {MAX_SIDE} pixels"):
             graph(np.zeros(shape, np.float32))

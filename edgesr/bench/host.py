@@ -22,8 +22,9 @@ from edgesr.profile import count_params, deployable_macs_per_pixel, macs_per_lr_
 from edgesr.resources import check_fits
 
 RUNTIMES = {"torch": ("fp32",), "torch-train": ("fp32",), "onnxruntime": ("fp32",),
-            "tflite": ("fp32", "fp16", "int8")}
-FILE_FORMAT = {"onnxruntime": "onnx", "tflite": "tflite"}
+            "tflite": ("fp32", "fp16", "int8"), "executorch": ("fp32",)}
+FILE_FORMAT = {"onnxruntime": "onnx", "tflite": "tflite", "executorch": "pte"}
+RUNTIME_OF = {fmt: runtime for runtime, fmt in FILE_FORMAT.items()}  # an exported file's own runtime
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class CaseResult:
     latencies_ms: list[float]
     load: dict
     peak_rss_mb: float
-    xnnpack: dict | None = None  # .tflite: partitions and ops outside XNNPACK (export.tflite.Delegation)
+    xnnpack: dict | None = None  # .tflite/.pte: partitions and ops outside XNNPACK (exporter.file_delegation)
 
 
 INPUT_DATA = ("photo", "noise")  # photo: a bundled photo, mirrored to the size; noise: uniform random
@@ -136,7 +137,7 @@ def file_target(path: Path) -> Target:
                         "'edgesr export'")
     meta = model.metadata
     fmt = meta["runtime"] if model.family is not None else path.suffix[1:]
-    runtime = {"onnx": "onnxruntime", "tflite": "tflite"}[fmt]
+    runtime = RUNTIME_OF[fmt]
     files = ([path] if model.family is None else [path / entry["file"] for entry in meta["graphs"]])
     documents = [metadata.read(f) or {} for f in files]
     macs = sum(d.get("macs_per_pixel") or 0 for d in documents) or None
@@ -242,7 +243,8 @@ def run_cases(target: Target, cases: list[BenchCase], warmup: int, runs: int, ro
         for case in cases:
             if (case.runtime, case.precision) not in files:
                 files[(case.runtime, case.precision)] = target.make_file(case, workdir, progress)
-        delegation = {key: _delegation(path) for key, path in files.items() if key[0] == "tflite"}
+        delegation = {key: _delegation(path) for key, path in files.items()
+                      if key[0] in ("tflite", "executorch")}
         inputs = {}
         for shape in dict.fromkeys(c.shape for c in cases):
             inputs[shape] = workdir / f"input-{'x'.join(map(str, shape))}.npy"
@@ -286,11 +288,11 @@ def bench_input(shape: tuple[int, int, int, int], pixel_range: float, kind: str 
 
 
 def _delegation(path: Path) -> dict | None:
-    """What XNNPACK takes of a .tflite file (a bundle: of each of its graphs, summed)."""
-    from edgesr.export.tflite import xnnpack_delegation
+    """What XNNPACK takes of a .tflite or .pte file (a bundle: of each of its graphs, summed)."""
+    from edgesr.export.exporter import file_delegation
 
-    files = sorted(path.glob("*.tflite")) if path.is_dir() else [path]
-    found = [xnnpack_delegation(f) for f in files]
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    found = [d for d in map(file_delegation, files) if d is not None]
     if not found:
         return None
     outside: dict[str, int] = {}

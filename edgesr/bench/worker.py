@@ -40,6 +40,8 @@ def _import_runtime(runtime: str) -> None:
         import edgesr.model  # noqa: F401  (torch and the model code)
     elif runtime == "onnxruntime":
         import onnxruntime  # noqa: F401
+    elif runtime == "executorch":
+        import executorch.runtime  # noqa: F401
     else:
         import ai_edge_litert.interpreter  # noqa: F401
 

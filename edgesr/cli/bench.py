@@ -34,6 +34,7 @@ def _write(args: argparse.Namespace, report: dict) -> None:
 
 def _host(args: argparse.Namespace) -> int:
     from edgesr.api import HOST_RUNTIMES, Model
+    from edgesr.bench.host import RUNTIME_OF
 
     options = dict(inputs=args.input, threads=args.threads, warmup=args.warmup, runs=args.runs, rounds=args.rounds,
                    progress=progress, input_data=args.input_data)
@@ -41,7 +42,7 @@ def _host(args: argparse.Namespace) -> int:
         exported = open_exported(args, args.model_file)
         meta = exported.metadata or {}
         fmt = meta.get("runtime") or args.model_file.suffix.lstrip(".")
-        own = ({"onnx": "onnxruntime"}.get(fmt, fmt), meta.get("precision"))
+        own = (RUNTIME_OF.get(fmt, fmt), meta.get("precision"))
         if (args.runtime and args.runtime != [own[0]]) or (args.precision and args.precision != [own[1]]):
             raise UserError(f"{args.model_file} runs on {own[0]} at {own[1]} only: drop --runtime/--precision")
         result = exported.bench(**options)
@@ -110,7 +111,8 @@ def add(sub) -> None:
     bench.add_argument("--device", default="host", choices=["host", "adb"],
                        help="host CPU (default) or an Android phone through adb")
     bench.add_argument("--runtime", nargs="+", help="host: torch-train (training graph), torch (deploy form), "
-                       "onnxruntime, tflite (default: all four; with --model-file its own); adb: tflite")
+                       "onnxruntime, tflite, executorch (default: the first four; with --model-file its own); adb: "
+                       "tflite")
     bench.add_argument("--precision", nargs="+", help="fp32, fp16, int8 (fp16/int8: tflite only; default: fp32)")
     bench.add_argument("--input", nargs="+", default=["360x640"], metavar="SIZE",
                        help="LR input sizes, HxW or NxCxHxW (default: 360x640)")

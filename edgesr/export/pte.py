@@ -68,21 +68,26 @@ class PteDelegation:
     """What XNNPACK runs in a .pte: its partitions, and the ops left to ExecuTorch's kernels."""
 
     partitions: int
-    outside: Counter  # operator -> count, outside the delegates (bookkeeping included)
+    kernels: Counter  # every operator outside the delegates -> count (bookkeeping included)
 
     @property
-    def compute_outside(self) -> Counter:
-        return Counter({op: n for op, n in self.outside.items() if not op.startswith(BOOKKEEPING)})
+    def ops(self) -> int:
+        """Instructions of the forward method, each XNNPACK partition counted as one."""
+        return self.partitions + sum(self.kernels.values())
+
+    @property
+    def outside(self) -> Counter:
+        """The compute ops outside XNNPACK (shape arithmetic and views left out)."""
+        return Counter({op: n for op, n in self.kernels.items() if not op.startswith(BOOKKEEPING)})
 
     def to_dict(self) -> dict:
-        return {"partitions": self.partitions, "outside": dict(self.outside),
-                "compute_outside": dict(self.compute_outside)}
+        return {"partitions": self.partitions, "outside": dict(self.outside), "kernels": dict(self.kernels)}
 
     def format(self) -> str:
-        compute = self.compute_outside
-        left = (f"outside: {', '.join(f'{k} x{v}' for k, v in compute.most_common())}" if compute else
+        outside = self.outside
+        left = (f"outside: {', '.join(f'{k} x{v}' for k, v in outside.most_common())}" if outside else
                 "every compute op in XNNPACK")
-        bookkeeping = sum(self.outside.values()) - sum(compute.values())
+        bookkeeping = sum(self.kernels.values()) - sum(outside.values())
         views = f" ({bookkeeping} shape/view ops outside, no data moved)" if bookkeeping else ""
         return f"{self.partitions} XNNPACK partition{'s' if self.partitions != 1 else ''}; {left}{views}"
 
