@@ -34,6 +34,7 @@ class Suite:
     runs: int
     rounds: int
     quality: bool = False  # also score each exported precision on the held-out photos (PSNR-Y loss vs fp32)
+    table: str = "runtimes"  # the README table: "runtimes" (vs the training graph), "int8" (vs fp32), "targets"
 
 
 SUITES = {
@@ -48,7 +49,11 @@ SUITES = {
     "ecbsr-int8": Suite(
         "ecbsr-int8", "ECBSR-M4C16 (shipped weights) in LiteRT: fp32, fp16 and int8 (default form), photo input",
         (("ecbsr", "M4C16", 4), ("ecbsr", "M4C16", 2)), ("tflite",), ("fp32", "fp16", "int8"), ("270x480", "360x640"),
-        (1, 2), warmup=3, runs=20, rounds=4, quality=True),
+        (1, 2), warmup=3, runs=20, rounds=4, quality=True, table="int8"),
+    "three-runtimes": Suite(
+        "three-runtimes", "ECBSR-M4C16 x4 (shipped weights): ExecuTorch vs LiteRT vs ONNX Runtime, photo input",
+        (("ecbsr", "M4C16", 4),), ("onnxruntime", "tflite", "executorch"), ("fp32", "int8"), ("270x480", "360x640"),
+        (1, 2), warmup=3, runs=12, rounds=4, quality=True, table="targets"),
 }
 
 
@@ -90,6 +95,28 @@ def int8_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def targets_markdown(report: dict) -> str:
+    """The README table of deployment targets: each file's speed relative to LiteRT fp32 in the
+    same run, its XNNPACK partitions, and its PSNR-Y on the held-out photos."""
+    base = {(tuple(c["input"]), c["threads"]): c["latency"]["median_ms"]
+            for c in report["cases"] if (c["runtime"], c["precision"]) == ("tflite", "fp32")}
+    quality = report.get("quality", {})
+    lines = ["| runtime | prec | LR input | threads | median ms | speed vs LiteRT fp32 | XNNPACK partitions "
+             "(ops outside) | PSNR-Y dB |", "|---|---|---|---:|---:|---:|---|---:|"]
+    for c in sorted(report["cases"], key=lambda c: (c["input"], c["threads"], c["runtime"], c["precision"])):
+        found = c.get("xnnpack")
+        delegated = "-" if not found else (f"{found['partitions']} ("
+                                           + (", ".join(f"{k} x{v}" for k, v in found["outside"].items()) or "none")
+                                           + ")")
+        psnr = quality.get(str(c["scale"]), {}).get(f"{c['runtime']}-{c['precision']}")
+        ms = c["latency"]["median_ms"]
+        lines.append(f"| {c['runtime']} | {c['precision']} | {c['input'][2]}x{c['input'][3]} | {c['threads']} | "
+                     f"{ms:.1f} | {base[(tuple(c['input']), c['threads'])] / ms:.2f}x | {delegated} | "
+                     f"{'-' if psnr is None else f'{psnr:.3f}'} |")
+    lines += ["", _measured_on(report)]
+    return "\n".join(lines)
+
+
 def to_markdown(report: dict) -> str:
     """The README table of a report."""
     train = {(c["model"], c["variant"], c["scale"], tuple(c["input"]), c["threads"]): c["latency"]["median_ms"]
@@ -109,6 +136,9 @@ def to_markdown(report: dict) -> str:
                      f"{c['gflops']:.1f} | {_ceiling(c)} | {c['peak_rss_mb']:.0f} |")
     lines += ["", _measured_on(report)]
     return "\n".join(lines)
+
+
+TABLES = {"int8": int8_markdown, "targets": targets_markdown, "runtimes": to_markdown}
 
 
 def refresh_readme(name: str, table: str, readme: Path = ROOT / "README.md", kind: str = "bench") -> bool:
@@ -132,9 +162,9 @@ def run_suite(suite: Suite) -> dict:
     quality: dict[str, dict[str, float]] = {}
     for name, variant, scale in suite.models:
         model = load(name, variant, scale)
-        weights.append(model.weights)
+        weights.append(model.weights.replace(f"{ROOT}/", ""))  # a shipped checkpoint by its repository path
         if suite.quality:
-            quality[str(scale)] = scores_by_precision(model, suite.precisions, progress)
+            quality[str(scale)] = scores_by_file(model, suite, progress)
         result = model.bench(suite.inputs, suite.runtimes, suite.precisions, suite.threads, suite.warmup, suite.runs,
                              suite.rounds, progress)
         if report is None:
@@ -147,18 +177,23 @@ def run_suite(suite: Suite) -> dict:
     return report
 
 
-def scores_by_precision(model, precisions, progress) -> dict[str, float]:
-    """Mean PSNR-Y on the held-out photos of the model exported at each precision (LiteRT)."""
+def scores_by_file(model, suite: Suite, progress) -> dict[str, float]:
+    """Mean PSNR-Y on the held-out photos of the model exported for each runtime and precision;
+    keyed by precision for a LiteRT-only suite, else by runtime-precision."""
     import tempfile
 
     from edgesr.api import open_model
+    from edgesr.bench.host import FILE_FORMAT, RUNTIMES
 
     scores = {}
     with tempfile.TemporaryDirectory(prefix="edgesr-publish-") as scratch:
-        for precision in precisions:
-            progress(f"scoring {model.label} tflite {precision} on the held-out photos")
-            path = model.export("tflite", precision, out=Path(scratch) / f"{precision}.tflite").path
-            scores[precision] = open_model(path).evaluate().mean["psnr_y"]
+        for runtime in suite.runtimes:
+            for precision in (p for p in suite.precisions if p in RUNTIMES[runtime]):
+                fmt = FILE_FORMAT[runtime]
+                progress(f"scoring {model.label} {fmt} {precision} on the held-out photos")
+                path = model.export(fmt, precision, out=Path(scratch) / f"{precision}.{fmt}").path
+                key = precision if suite.runtimes == ("tflite",) else f"{runtime}-{precision}"
+                scores[key] = open_model(path).evaluate().mean["psnr_y"]
     return scores
 
 
@@ -181,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                                   RESULTS / f"{name}.png", force=True)
         print(f"## {SUITES[name].title}")
         print(reports.format_table(report))
-        table = int8_markdown(report) if SUITES[name].quality else to_markdown(report)
+        table = TABLES[SUITES[name].table](report)
         write_bytes_atomic(RESULTS / f"{name}.md", (f"## {SUITES[name].title}\n\n" + table + "\n").encode(),
                            force=True)
         where = "README.md and " if refresh_readme(name, table) else ""

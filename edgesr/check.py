@@ -238,13 +238,17 @@ def expectation(reference: Callable[[np.ndarray], Modelled], graph, precision: s
     numerics = PRECISIONS[precision]
     ranges = None
     if numerics.activations == "int8":
-        from edgesr.images import calibration_crops
-        from edgesr.runners import TfliteGraph
+        from edgesr.runners import open_runtime_file
 
-        runner = TfliteGraph(file)
-        crop = calibration_crops(colors, pixel_range, count=1, size=runner.fixed_side or 64)[0]
-        stored, input_range = runner.stored_int8_tensors(crop)
-        ranges = match_ranges(op_outputs(graph, crop, call), stored, input_range)
+        runner = open_runtime_file(file)
+        if hasattr(runner, "recorded_int8_ranges"):  # .pte: ranges recorded at export (see export.pte)
+            ranges = runner.recorded_int8_ranges()
+        else:  # .tflite: the file's int8 tensors on a photo crop, read back
+            from edgesr.images import calibration_crops
+
+            crop = calibration_crops(colors, pixel_range, count=1, size=runner.fixed_side or 64)[0]
+            stored, input_range = runner.stored_int8_tensors(crop)
+            ranges = match_ranges(op_outputs(graph, crop, call), stored, input_range)
     at = at_precision(graph, numerics)
     base = at_precision(graph, PRECISIONS["fp32"]) if precision != "fp32" else None
 

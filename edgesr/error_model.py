@@ -98,6 +98,13 @@ class Ranges:
         """int8 quantization step of an asymmetric 256-level range."""
         return (lo_hi[1] - lo_hi[0]) / 255.0
 
+    def to_dict(self) -> dict:
+        return {"input": list(self.input), "ops": [list(r) if r is not None else None for r in self.ops]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Ranges:
+        return cls(tuple(d["input"]), [tuple(r) if r is not None else None for r in d["ops"]])
+
 
 # --- op tables ------------------------------------------------------------------------------
 

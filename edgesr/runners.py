@@ -225,6 +225,7 @@ class PteGraph:
 
         require("executorch", "executorch")
         with captured_output("loading ExecuTorch"):  # torchao and cpuinfo notices at import and load
+            import executorch.kernels.quantized  # noqa: F401  (quantize/dequantize kernels outside XNNPACK)
             from executorch.extension.pybindings import portable_lib
             from executorch.runtime import Runtime
 
@@ -242,6 +243,16 @@ class PteGraph:
     @property
     def threads(self) -> int:
         return int(self._pool._threadpool_get_thread_count())
+
+    def recorded_int8_ranges(self):
+        """error_model.Ranges an int8 .pte records (its XNNPACK delegate keeps its tensors inside)."""
+        from edgesr import metadata
+        from edgesr.error_model import Ranges
+
+        recorded = (metadata.read(self.path) or {}).get("int8_ranges")
+        if recorded is None:
+            raise UserError(f"{self.path.name} records no int8 ranges: export it again with «precision» int8")
+        return Ranges.from_dict(recorded)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         h, w = x.shape[2:] if x.ndim == 4 else (0, 0)

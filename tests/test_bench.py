@@ -114,7 +114,7 @@ def test_bench_end_to_end_writes_schema(tmp_path, monkeypatch, capsys):
     assert json.loads(ceiling_cache.read_text())  # measured once, cached for the next run
     assert [(c["runtime"], c["precision"]) for c in report["cases"]] == [
         ("torch-train", "fp32"), ("torch", "fp32"), ("onnxruntime", "fp32"), ("tflite", "fp32"), ("tflite", "int8"),
-        ("executorch", "fp32")]
+        ("executorch", "fp32"), ("executorch", "int8")]
     for case in report["cases"]:
         assert case["latency"]["runs"] == 3 and case["latency"]["min_ms"] > 0
         assert case["threads_applied"] == 1 and case["peak_rss_mb"] > 0
@@ -132,7 +132,7 @@ def test_bench_end_to_end_writes_schema(tmp_path, monkeypatch, capsys):
     train, deploy = report["cases"][0], report["cases"][1]
     assert train["macs"] > deploy["macs"]  # the training graph does the un-folded work
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len((tmp_path / "r.csv").read_text().strip().splitlines()) == 7
+    assert len((tmp_path / "r.csv").read_text().strip().splitlines()) == 8
     assert "torch-train" in captured.out and "%ceil" in captured.out and "photo input" in captured.out
 
 

@@ -188,12 +188,13 @@ def test_real_math_errors_fail_by_orders_of_magnitude(broken):
             layer.weight.copy_(original)
 
 
-def test_int8_file_within_its_model_and_a_perturbed_file_fails(tmp_path):
+@pytest.mark.parametrize("fmt", ["tflite", "pte"])
+def test_int8_file_within_its_model_and_a_perturbed_file_fails(tmp_path, fmt):
     """The int8 file passes its own model (the file's ranges, rounding as noise) on photos AND
     on noise; an int8 file converted from weights moved by 1.5 quanta of the int8 bound fails."""
     prepared = _prepared("ecbsr")
-    path = tmp_path / "ok.tflite"
-    exporter.write_graph(prepared, "deploy", "tflite", "int8", path)
+    path = tmp_path / f"ok.{fmt}"
+    exporter.write_graph(prepared, "deploy", fmt, "int8", path)
     check = exporter.parity(prepared, path, "int8")
     assert check.passed and check.stats.max_abs > 50  # noise saturates int8 ranges, the model knows it
     _, x = _inputs(prepared)[1]
@@ -209,8 +210,8 @@ def test_int8_file_within_its_model_and_a_perturbed_file_fails(tmp_path):
     try:
         with torch.no_grad():
             layer.weight[0, 0, 1, 1] += 1.5 * quantum
-        bad = tmp_path / "bad.tflite"
-        exporter.write_graph(prepared, "deploy", "tflite", "int8", bad)
+        bad = tmp_path / f"bad.{fmt}"
+        exporter.write_graph(prepared, "deploy", fmt, "int8", bad)
     finally:
         with torch.no_grad():
             layer.weight.copy_(original)

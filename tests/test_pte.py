@@ -118,6 +118,43 @@ def test_eval_and_upscale_take_a_pte(shipped_pte, hr_folder, tmp_path, capsys):
     assert (tmp_path / "up.png").is_file()
 
 
+@pytest.fixture(scope="module")
+def shipped_int8_pte(tmp_path_factory):
+    prepared = prepare("ecbsr")
+    path = tmp_path_factory.mktemp("pte8") / "ecbsr8.pte"
+    return prepared, export(prepared, "pte", "int8", path), path
+
+
+def test_int8_pte_is_all_in_xnnpack_within_its_model_and_as_good_as_fp32(shipped_int8_pte, shipped_pte, hr_folder,
+                                                                         tmp_path):
+    """PT2E int8 with the XNNPACK quantizer: the ranges the file records drive the error model
+    (both directions: tests/test_error_model.py); its PSNR on photos is within 0.1 dB of fp32's."""
+    prepared, report, path = shipped_int8_pte
+    assert report.parity.passed and report.parity.candidate == "pte-int8"
+    for size in ((33, 47), (96, 128)):
+        assert parity(prepared, path, "int8", sizes=[size]).passed, size
+    assert report.files[0].delegation.partitions >= 1 and not report.files[0].delegation.outside
+    recorded = metadata.read(path)["int8_ranges"]
+    assert recorded["input"] == [0.0, 255.0] and sum(r is not None for r in recorded["ops"]) >= 10  # 6 convs, 5 PReLU
+    import json
+
+    scores = []
+    for name, model in (("int8", path), ("fp32", shipped_pte[2])):
+        assert main(["eval", "--model-file", str(model), "--data", str(hr_folder), "--json",
+                     str(tmp_path / f"{name}.json")]) == 0
+        scores.append(json.loads((tmp_path / f"{name}.json").read_text())["mean"]["psnr_y"])
+    assert abs(scores[0] - scores[1]) < 0.1, scores
+
+
+def test_an_int8_pte_without_recorded_ranges_is_refused(shipped_int8_pte, tmp_path):
+    prepared, _, path = shipped_int8_pte
+    copy = tmp_path / "bare.pte"
+    copy.write_bytes(path.read_bytes())
+    metadata.embed(copy, {k: v for k, v in metadata.read(copy).items() if k != "int8_ranges"})
+    with pytest.raises(UserError, match="records no int8 ranges: export it again"):
+        parity(prepared, copy, "int8")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name,variant", [("smsr", "C16-K2"), ("splitsr", "A0.25-G2B2-H1-C16"),
                                           ("classsr", "FSRCNN-16-36-56-skip")])

@@ -22,7 +22,7 @@ from edgesr.profile import count_params, deployable_macs_per_pixel, macs_per_lr_
 from edgesr.resources import check_fits
 
 RUNTIMES = {"torch": ("fp32",), "torch-train": ("fp32",), "onnxruntime": ("fp32",),
-            "tflite": ("fp32", "fp16", "int8"), "executorch": ("fp32",)}
+            "tflite": ("fp32", "fp16", "int8"), "executorch": ("fp32", "int8")}
 FILE_FORMAT = {"onnxruntime": "onnx", "tflite": "tflite", "executorch": "pte"}
 RUNTIME_OF = {fmt: runtime for runtime, fmt in FILE_FORMAT.items()}  # an exported file's own runtime
 
@@ -120,7 +120,7 @@ def model_target(prepared: Prepared) -> Target:
         fmt = FILE_FORMAT[case.runtime]
         progress(f"exporting and verifying {fmt} {case.precision}")
         suffix = f".{fmt}" if deployable.single else ""
-        return export(prepared, fmt, case.precision, workdir / f"model-{case.precision}{suffix}").path
+        return export(prepared, fmt, case.precision, workdir / f"model-{fmt}-{case.precision}{suffix}").path
 
     return Target(prepared.label, prepared.family.name, prepared.config.variant, prepared.io, runtimes, costs,
                   per_pixel, make_file)

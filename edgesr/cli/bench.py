@@ -113,7 +113,8 @@ def add(sub) -> None:
     bench.add_argument("--runtime", nargs="+", help="host: torch-train (training graph), torch (deploy form), "
                        "onnxruntime, tflite, executorch (default: the first four; with --model-file its own); adb: "
                        "tflite")
-    bench.add_argument("--precision", nargs="+", help="fp32, fp16, int8 (fp16/int8: tflite only; default: fp32)")
+    bench.add_argument("--precision", nargs="+", help="fp32, fp16, int8 (fp16: tflite only; int8: tflite, executorch; "
+                       "default: fp32)")
     bench.add_argument("--input", nargs="+", default=["360x640"], metavar="SIZE",
                        help="LR input sizes, HxW or NxCxHxW (default: 360x640)")
     bench.add_argument("--input-data", choices=("photo", "noise"), default="photo",

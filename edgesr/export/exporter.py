@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from edgesr.export.pte import PteDelegation
     from edgesr.export.tflite import Delegation
 
-FORMATS = {"onnx": ("fp32",), "tflite": ("fp32", "fp16", "int8"), "pte": ("fp32",)}
+FORMATS = {"onnx": ("fp32",), "tflite": ("fp32", "fp16", "int8"), "pte": ("fp32", "int8")}
 FORMAT_EXTRAS = {"onnx": ("onnx", "onnx"), "tflite": ("tensorflow", "tflite"), "pte": ("executorch", "executorch")}
 PRECISIONS = ("fp32", "fp16", "int8")
 PARITY_SIZES = [(20, 26), (45, 61)]  # odd, one smaller than a ClassSR tile
@@ -230,6 +230,7 @@ def write_graph(prepared: Prepared, name: str, fmt: str, precision: str, path: P
     """Convert one graph of the deployable to `path`, with its metadata (no checks beyond the converters')."""
     deployable = prepared.deployable
     spec, io = deployable.graphs[name], deployable.io
+    added = {}  # what the writer adds to the file's metadata
     if fmt == "onnx":
         from edgesr.export.onnx import export_onnx
 
@@ -239,7 +240,8 @@ def write_graph(prepared: Prepared, name: str, fmt: str, precision: str, path: P
     elif fmt == "pte":
         from edgesr.export.pte import export_pte
 
-        export_pte(spec.module, path, io.colors, spec.tile)
+        calibration = [c.transpose(0, 3, 1, 2) for c in _calibration(spec, io)] if precision == "int8" else None
+        added = export_pte(spec.module, path, io.colors, spec.tile, calibration, io.pixel_range)
     else:
         from edgesr.export.tflite import convert_keras
 
@@ -252,7 +254,7 @@ def write_graph(prepared: Prepared, name: str, fmt: str, precision: str, path: P
         else:
             twin = own()
         path.write_bytes(convert_keras(twin, precision, calibration))
-    metadata.embed(path, _file_metadata(prepared, name, precision, path=path))
+    metadata.embed(path, {**_file_metadata(prepared, name, precision, path=path), **added})
 
 
 def installed_formats() -> list[str]:
@@ -422,9 +424,9 @@ def export(prepared: Prepared, fmt: str, precision: str, out: Path | None = None
                               "no file written")
         parity = [c.to_dict() for c in checks]
         notes = prepared.family.cost_notes(deployable) + ([loaded.summary()] if loaded.summary() else [])
-        for name, path in files.items():
-            metadata.embed(path, _file_metadata(prepared, name, deployable.graphs[name].precision(precision), parity,
-                                                path))
+        for name, path in files.items():  # the parity results join what the writer recorded
+            metadata.embed(path, {**metadata.read(path), **_file_metadata(
+                prepared, name, deployable.graphs[name].precision(precision), parity, path)})
         if not deployable.single:
             manifest = _manifest(prepared, fmt, precision, files)
             manifest["parity"] = parity

@@ -2,6 +2,12 @@
 MAX_SIDE LR pixels, from MIN_SIDE; a tile graph keeps its tile and takes any batch), lowered with the XNNPACK
 partitioner; what XNNPACK did not take runs on ExecuTorch's portable kernels.
 
+int8 goes through PyTorch 2 export quantization (PT2E) with the XNNPACK quantizer: weights per output
+channel symmetric in [-127, 127], activations per tensor asymmetric in [-128, 127], ranges observed on the
+calibration crops (min/max), the same scheme as LiteRT's. The XNNPACK delegate keeps its tensors inside,
+so the file records each int8 range it stores, aligned with the deploy graph's ops (`int8_ranges`):
+what the error model needs to check it (edgesr.check).
+
 The edgesr metadata rides inside the program as the constant method `edgesr_metadata`, a slot
 that `edgesr.metadata` fills in place (see there)."""
 
@@ -16,7 +22,9 @@ from edgesr.extras import require
 from edgesr.metadata import PTE_METHOD, pte_slot
 from edgesr.quiet import captured_output
 
-MAX_SIDE = 2048  # the declared bounds of the dynamic height and width (LR pixels); SMSR's
+# ExecuTorch plans activation memory for the largest input it declares: ECBSR-M4C16 x4 held 1.3-1.5 GB at a
+# bound of 2048 whatever the input (LiteRT 0.3 GB); 1024 covers 960x540 -> 4K at x2 and 480x270 -> 1080p at x4
+MAX_SIDE = 1024  # the declared bounds of the dynamic height and width (LR pixels); SMSR's
 MIN_SIDE = 4  # stride-2 mask branch cannot take sides of 1 or 2 (torch.export proves it)
 # ops outside the delegates that move no data: shape arithmetic and views of planned memory
 BOOKKEEPING = ("executorch_prim::", "aten::sym_size")
@@ -35,14 +43,17 @@ def pads_to_multiple(module) -> int:
     return int(getattr(module, "pads_to_multiple", 1))
 
 
-def export_pte(module, path: Path, colors: int, tile: int | None = None) -> None:
+def export_pte(module, path: Path, colors: int, tile: int | None = None, calibration: list | None = None,
+               pixel_range: float = 255.0) -> dict:
     """Write `module` (a deploy graph, NCHW float32) as a .pte lowered to XNNPACK: dynamic H and W
-    in [MIN_SIDE, MAX_SIDE], or for a tile graph the tile with a dynamic batch."""
+    in [MIN_SIDE, MAX_SIDE], or for a tile graph the tile with a dynamic batch; int8 when
+    `calibration` (NCHW float32 crops) is given. Returns what the file's metadata adds (int8: its ranges)."""
     import torch
     from torch.export import Dim, export
 
     exir, partitioner = _program_modules()
     module = module.eval()
+    added = {}
     if tile:
         example = torch.zeros(2, colors, tile, tile)
         dynamic = {0: Dim("batch", min=1, max=4096)}
@@ -54,6 +65,10 @@ def export_pte(module, path: Path, colors: int, tile: int | None = None) -> None
     try:
         with captured_output("ExecuTorch export"):
             program = export(module, (example,), dynamic_shapes=(dynamic,))
+            if calibration is not None:
+                quantized = _quantized(program, calibration, pixel_range)
+                added["int8_ranges"] = _recorded_ranges(module, quantized, calibration[0]).to_dict()
+                program = export(quantized, (example,), dynamic_shapes=(dynamic,))
             edge = exir.to_edge_transform_and_lower(program, partitioner=[partitioner()],
                                                     constant_methods={PTE_METHOD: pte_slot()})
             buffer = edge.to_executorch().buffer
@@ -61,6 +76,77 @@ def export_pte(module, path: Path, colors: int, tile: int | None = None) -> None
         raise ToolError(f"ExecuTorch could not export {type(module).__name__}: {' '.join(str(exc).split())[:300]}"
                         ) from None
     Path(path).write_bytes(buffer)
+    return added
+
+
+def _quantized(program, calibration: list, pixel_range: float):
+    """The PT2E-quantized graph (explicit quantize/dequantize ops) of an exported program."""
+    import executorch.kernels.quantized  # noqa: F401  (the out variants of quantize/dequantize)
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    observed = prepare_pt2e(program.module(), quantizer)
+    with torch.no_grad():
+        for crop in calibration:
+            observed(torch.from_numpy(crop))
+        for name in _pixel_observers(observed):  # input and output span the pixel range, as in LiteRT's files
+            fixed = MinMaxObserver(dtype=torch.int8, qscheme=torch.per_tensor_affine, quant_min=-128, quant_max=127)
+            fixed(torch.tensor([0.0, pixel_range]))
+            setattr(observed, name, fixed)
+    return convert_pt2e(observed)
+
+
+def _pixel_observers(observed) -> set[str]:
+    """The observers of the graph input and of the graph output (pixels both); the output's may sit
+    before data movement (e.g. pixel_shuffle), whose output shares its input's range."""
+    names = set()
+    for node in observed.graph.nodes:
+        if node.op == "call_module" and node.args and node.args[0].op == "placeholder":
+            names.add(node.target)
+        if node.op == "output":
+            source = node.args[0][0]
+            while source.op == "call_function":
+                source = source.args[0]
+            if source.op == "call_module":
+                names.add(source.target)
+    return names
+
+
+def _recorded_ranges(module, quantized, crop):
+    """The int8 ranges the quantized graph stores, aligned with `module`'s ops by value on `crop`
+    (error_model.match_ranges): each dequantized tensor with its range (qmin - zero) s .. (qmax - zero) s."""
+    import torch
+
+    from edgesr.error_model import match_ranges, op_outputs
+
+    stored, input_range = [], None
+    dequantize = torch.ops.quantized_decomposed.dequantize_per_tensor.default
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, node):
+            value = super().run_node(node)
+            if node.op == "call_function" and node.target == dequantize:
+                scale, zero, low, high = (float(a) for a in node.args[1:5])
+                quantize = node.args[0]  # a quantize op, or a constant stored quantized
+                source = quantize.args[0] if isinstance(quantize, torch.fx.Node) and quantize.args else None
+                if source is not None and source.op == "placeholder":
+                    nonlocal input_range
+                    input_range = ((low - zero) * scale, (high - zero) * scale)
+                else:
+                    stored.append((value.detach().numpy(), ((low - zero) * scale, (high - zero) * scale)))
+            return value
+
+    with torch.no_grad():
+        Recorder(quantized).run(torch.from_numpy(crop))
+    if input_range is None:
+        raise ToolError(f"the int8 graph of {type(module).__name__} does not quantize its input")
+    return match_ranges(op_outputs(module, crop), stored, input_range)
 
 
 @dataclass(frozen=True)
