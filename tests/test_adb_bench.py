@@ -92,6 +92,45 @@ def test_bench_through_adb_end_to_end(phone, tmp_path, capsys):
     assert any(p.suffix == ".tflite" for p in phone.work.iterdir())  # --keep
 
 
+STANDIN_RUNNER = Path(__file__).resolve().parent / "loopback" / "standin_executor_runner.py"
+
+
+def test_executorch_bench_through_adb(phone, tmp_path, capsys):
+    """--runtime executorch: the verified .pte files and executor_runner pushed through the real adb
+    server, each execution's time parsed (so a median exists), the stand-in named as such."""
+    report_path = tmp_path / "r.json"
+    code, out, err = _run(["bench", "--device", "adb", *TINY, "--runtime", "executorch", "--precision", "fp32",
+                           "int8", "--threads", "1", "2", "--benchmark-binary", str(STANDIN_RUNNER), "--json",
+                           str(report_path)], capsys)
+    assert code == 0, (out, err)
+    report = json.loads(report_path.read_text())
+    assert report["device"]["benchmark_tool"] == "stand-in" and "NOT a phone" in report["ran_on"]
+    assert "the stand-in executor_runner (ExecuTorch on the host CPU)" in report["ran_on"]
+    assert [(c["runtime"], c["precision"], c["threads"]) for c in report["cases"]] == [
+        ("executorch", "fp32", 1), ("executorch", "int8", 1), ("executorch", "fp32", 2), ("executorch", "int8", 2)]
+    for case in report["cases"]:
+        latency = case["latency"]
+        assert latency["runs"] == 3 and latency["min_ms"] <= latency["median_ms"] <= latency["max_ms"]
+        assert case["input"] == [1, 1, 12, 10] and case["init_ms"] > 0 and case["delegate"] == "xnnpack"
+    assert "executorch/xnnpack" in out and "each timed execution" in out
+    left = sorted(p.name for p in phone.work.iterdir())
+    assert len(left) == 1 and left[0].startswith("executor_runner-")  # .pte files and script cleaned up
+
+
+def test_executorch_takes_only_its_own_delegate_and_pte_files(phone, tmp_path, capsys):
+    report = tmp_path / "r.json"
+    base = ["bench", "--device", "adb", *TINY, "--runtime", "executorch", "--benchmark-binary", str(STANDIN_RUNNER),
+            "--json", str(report)]
+    code, _, err = _run([*base, "--delegate", "gpu"], capsys)
+    _assert_one_line_failure(code, err, 2, "executorch runs pte files with their own XNNPACK delegate", report)
+    tflite = tmp_path / "m.tflite"
+    tflite.write_bytes(b"TFL3" * 10)
+    code, _, err = _run([*base, "--model-file", str(tflite)], capsys)
+    _assert_one_line_failure(code, err, 2, "executor_runner runs .pte files", report)
+    code, _, err = _run([*base, "--benchmark-arg=--no_such_flag=1"], capsys)
+    _assert_one_line_failure(code, err, 1, "unknown command line flag 'no_such_flag'", report)
+
+
 def _assert_one_line_failure(code, err, expected_code, message, report: Path):
     assert code == expected_code, err
     errors = [line for line in err if not line.startswith("NOTICE")]

@@ -1,10 +1,11 @@
-"""benchmark_model output formats, adb device lists, device facts and core masks (pure parsing)."""
+"""benchmark_model and executor_runner output formats, adb device lists, device facts and core masks (pure
+parsing)."""
 
 import pytest
 
 from edgesr.android.adb import parse_devices
 from edgesr.android.facts import core_mask, parse_cores, parse_getprop, parse_thermal
-from edgesr.android.output import parse_benchmark_output
+from edgesr.android.output import parse_benchmark_output, parse_executor_runner_output
 from edgesr.errors import ToolError, UserError
 
 CURRENT = """INFO: STARTING!
@@ -97,3 +98,37 @@ def test_core_mask_errors():
     with pytest.raises(UserError, match="does not have"):
         core_mask(cores, "f0")
     assert core_mask(cores, "big") == "3"  # one cluster: big means every core
+
+
+EXECUTOR_RUNNER_LOG = """I 00:00:00.000412 executorch:executor_runner.cpp:236] Resetting threadpool with num threads = 1
+I 00:00:00.012800 executorch:executor_runner.cpp:318] Model loaded in 12.500000 ms.
+I 00:00:00.013000 executorch:executor_runner.cpp:420] Inputs resized to 1x1x270x480
+I 00:00:00.050000 executorch:executor_runner.cpp:470] Iteration 1 of 4: 40.000000 ms
+I 00:00:00.081000 executorch:executor_runner.cpp:470] Iteration 2 of 4: 31.000000 ms
+I 00:00:00.111000 executorch:executor_runner.cpp:470] Iteration 3 of 4: 30.000000 ms
+I 00:00:00.144000 executorch:executor_runner.cpp:470] Iteration 4 of 4: 33.000000 ms
+I 00:00:00.144100 executorch:executor_runner.cpp:485] Model executed successfully 4 time(s) in 134.000000 ms.
+I 00:00:00.144200 executorch:executor_runner.cpp:490] 1 outputs:
+"""
+
+
+def test_executor_runner_iterations_split_into_warmup_and_timed_runs():
+    out = parse_executor_runner_output(EXECUTOR_RUNNER_LOG, warmup=1)
+    assert out.runs_us == (31000.0, 30000.0, 33000.0) and out.first_us == 40000.0 and out.init_us == 12500.0
+    assert out.steady.count == 3 and out.steady.min_us == 30000.0 and out.steady.max_us == 33000.0
+    assert abs(out.inference_avg_us - 31333.333) < 0.01 and out.warmup.count == 1 and not out.standin
+
+
+@pytest.mark.parametrize("broken", [
+    EXECUTOR_RUNNER_LOG.replace("Iteration 3 of 4: 30.000000 ms\n", ""),  # a run missing: counts disagree
+    EXECUTOR_RUNNER_LOG.replace("Model loaded in", "Model ready in"),
+    EXECUTOR_RUNNER_LOG.split("Model executed")[0],  # died before the summary
+])
+def test_executor_runner_output_missing_a_line_is_an_error(broken):
+    with pytest.raises(ToolError, match="executor_runner printed no per-iteration timings"):
+        parse_executor_runner_output(broken, warmup=1)
+
+
+def test_executor_runner_unknown_flag_names_it():
+    with pytest.raises(ToolError, match="does not know the flag --input_shapes: build a runner that has it"):
+        parse_executor_runner_output("ERROR: unknown command line flag 'input_shapes'\n", warmup=1)

@@ -1,4 +1,5 @@
-"""`edgesr bench --device adb`: push .tflite files and benchmark_model, run pinned, parse, report."""
+"""`edgesr bench --device adb`: push the exported files and the benchmark binary (TFLite's
+benchmark_model for .tflite, ExecuTorch's executor_runner for .pte), run pinned, parse, report."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from edgesr.android.adb import Adb
 from edgesr.android.facts import core_mask, device_facts, read_thermal
-from edgesr.android.output import BenchmarkOutput, parse_benchmark_output
+from edgesr.android.output import BenchmarkOutput, parse_benchmark_output, parse_executor_runner_output
 from edgesr.errors import ToolError, UserError
 
 DELEGATES = {"cpu": ("--use_xnnpack=false",), "xnnpack": ("--use_xnnpack=true",),
@@ -20,14 +21,30 @@ RUNNER = Path(__file__).with_name("run_benchmark.sh")
 
 
 @dataclass(frozen=True)
+class DeviceTool:
+    """A benchmark binary the phone runs: the files it takes and the delegates it offers."""
+
+    runtime: str
+    binary: str  # the official tool's name
+    fmt: str  # the export format it runs
+    delegates: tuple[str, ...]
+
+
+TOOLS = {"tflite": DeviceTool("tflite", "benchmark_model", "tflite", tuple(DELEGATES)),
+         # a .pte carries its XNNPACK delegate: the runner has no delegate to choose
+         "executorch": DeviceTool("executorch", "executor_runner", "pte", ("xnnpack",))}
+
+
+@dataclass(frozen=True)
 class DeviceCase:
-    """One on-device run of benchmark_model."""
+    """One on-device run of the benchmark binary."""
 
     precision: str
     delegate: str
     threads: int
     shape: tuple[int, int, int, int]  # N, C, H, W
     graph: str = "deploy"  # which graph of a bundle
+    runtime: str = "tflite"  # TOOLS key
 
     @property
     def key(self) -> tuple[str, str]:
@@ -36,7 +53,8 @@ class DeviceCase:
     @property
     def label(self) -> str:
         graph = "" if self.graph == "deploy" else f" {self.graph}"
-        return f"tflite {self.precision}{graph} {self.delegate} {'x'.join(map(str, self.shape))} t{self.threads}"
+        return (f"{self.runtime} {self.precision}{graph} {self.delegate} {'x'.join(map(str, self.shape))} "
+                f"t{self.threads}")
 
 
 @dataclass(frozen=True)
@@ -64,13 +82,13 @@ class DeviceResult:
     cores_mask: str
 
 
-def check_binary(path: Path | None) -> Path:
-    """The benchmark_model binary the user supplies (it cannot be downloaded here)."""
+def check_binary(path: Path | None, tool: DeviceTool = TOOLS["tflite"]) -> Path:
+    """The benchmark binary the user supplies (it cannot be downloaded here)."""
     if path is None:
-        raise UserError("missing benchmark binary: pass «benchmark_binary», the path to TFLite's benchmark_model "
-                        "for the phone's ABI (see android_bench/README.md)")
+        raise UserError(f"missing benchmark binary: pass «benchmark_binary», the path to {tool.binary} built for the "
+                        "phone's ABI (see android_bench/README.md)")
     if not Path(path).is_file():
-        raise UserError(f"benchmark binary {path} not found: pass the path of benchmark_model as «benchmark_binary» "
+        raise UserError(f"benchmark binary {path} not found: pass the path of {tool.binary} as «benchmark_binary» "
                         "(see android_bench/README.md)")
     return Path(path)
 
@@ -91,6 +109,15 @@ def activation_bytes_per_pixel(path: Path) -> int:
     return 3 * widest
 
 
+def memory_need(path: Path, shape: tuple[int, int, int, int]) -> int:
+    """Bytes one run of `path` keeps live at input `shape` (a .pte: what it plans for its largest
+    declared input, which its runner allocates whatever the input)."""
+    from edgesr.export.pte import planned_memory
+
+    n, _, h, w = shape
+    return planned_memory(path) if path.suffix == ".pte" else n * h * w * activation_bytes_per_pixel(path)
+
+
 def check_device_memory(facts: dict, files: dict[tuple[str, str], Path], cases: list[DeviceCase]) -> None:
     """Refuse input sizes the phone's available memory cannot hold, before anything is pushed."""
     from edgesr.resources import SHARE, gib
@@ -98,10 +125,8 @@ def check_device_memory(facts: dict, files: dict[tuple[str, str], Path], cases: 
     available = facts.get("memory_available_bytes")
     if not available:
         return
-    per_pixel = {key: activation_bytes_per_pixel(path) for key, path in files.items()}
     for case in cases:
-        n, _, h, w = case.shape
-        need = n * h * w * per_pixel[case.key]
+        need = memory_need(files[case.key], case.shape)
         if need > SHARE * available:
             raise UserError(f"input {'x'.join(map(str, case.shape))} needs about {gib(need)} on {facts['name']} but "
                             f"{gib(SHARE * available)} of its memory is available: use a smaller «input»")
@@ -114,28 +139,44 @@ def input_tensor_name(path: Path) -> str:
     return Interpreter(model_path=str(path)).get_input_details()[0]["name"]
 
 
-def benchmark_command(settings: DeviceSettings, binary_remote: str, model_remote: str, input_name: str,
+def tool_flags(settings: DeviceSettings, model_remote: str, input_name: str | None, case: DeviceCase) -> list[str]:
+    """The benchmark binary's flags for one case. executor_runner has no warm-up flag: it runs
+    warm-up + timed executions and prints each (parse_executor_runner_output drops the warm-up);
+    without input files it feeds ones at the shape --input_shapes gives."""
+    n, c, h, w = case.shape
+    if case.runtime == "executorch":
+        return [f"--model_path={model_remote}", f"--num_executions={settings.warmup + settings.runs}",
+                f"--cpu_threads={case.threads}", f"--input_shapes={n}x{c}x{h}x{w}", "--print_output=none",
+                *settings.extra_args]
+    return [f"--graph={model_remote}", f"--num_threads={case.threads}", f"--warmup_runs={settings.warmup}",
+            f"--num_runs={settings.runs}", *DELEGATES[case.delegate], f"--input_layer={input_name}",
+            f"--input_layer_shape={n},{h},{w},{c}", "--report_peak_memory_footprint=true", *settings.extra_args]
+
+
+def parse_output(case: DeviceCase, settings: DeviceSettings, text: str) -> BenchmarkOutput:
+    if case.runtime == "executorch":
+        return parse_executor_runner_output(text, settings.warmup)
+    return parse_benchmark_output(text)
+
+
+def benchmark_command(settings: DeviceSettings, binary_remote: str, model_remote: str, input_name: str | None,
                       case: DeviceCase, mask: str) -> str:
     """The device shell command line for one case."""
-    n, c, h, w = case.shape
     max_temp_mc = int(settings.max_temp_c * 1000) if settings.max_temp_c else 0
-    flags = [f"--graph={model_remote}", f"--num_threads={case.threads}", f"--warmup_runs={settings.warmup}",
-             f"--num_runs={settings.runs}", *DELEGATES[case.delegate], f"--input_layer={input_name}",
-             f"--input_layer_shape={n},{h},{w},{c}", "--report_peak_memory_footprint=true",
-             *settings.extra_args]
+    flags = tool_flags(settings, model_remote, input_name, case)
     words = ["sh", f"{settings.device_dir}/run_benchmark.sh", str(settings.cooldown_s), str(max_temp_mc), mask,
              binary_remote, *flags]
     return " ".join(shlex.quote(word) for word in words)
 
 
-def _push_binary(adb: Adb, serial: str, settings: DeviceSettings) -> str:
-    """Push benchmark_model unless the same bytes are already cached on the device."""
+def _push_binary(adb: Adb, serial: str, settings: DeviceSettings, tool: DeviceTool) -> str:
+    """Push the benchmark binary unless the same bytes are already cached on the device."""
     digest = _sha256(settings.binary)
-    remote = f"{settings.device_dir}/benchmark_model-{digest[:16]}"
+    remote = f"{settings.device_dir}/{tool.binary}-{digest[:16]}"
     cached = adb.shell(serial, f"sha256sum {shlex.quote(remote)} 2>/dev/null").stdout.split()
     if not cached or cached[0] != digest:
         adb.push(serial, settings.binary, remote)
-    adb.check_shell(serial, f"chmod 755 {shlex.quote(remote)}", "making benchmark_model executable")
+    adb.check_shell(serial, f"chmod 755 {shlex.quote(remote)}", f"making {tool.binary} executable")
     return remote
 
 
@@ -144,14 +185,15 @@ def run_device_bench(adb: Adb, serial: str, files: dict[tuple[str, str], Path], 
                      progress: Callable[[str], None] = lambda _: None) -> tuple[dict, list[DeviceResult]]:
     """Run every case on the device; returns (device facts, results). Any failure raises before
     a result is returned, so no partial report can be written."""
+    tool = TOOLS[cases[0].runtime]
     facts = device_facts(adb, serial)
     check_device_memory(facts, files, cases)
     mask = core_mask({int(c): f for c, f in facts["cores"].items()}, settings.cores)
     adb.check_shell(serial, f"mkdir -p {shlex.quote(settings.device_dir)}", "creating the work folder")
     pushed: list[str] = [f"{settings.device_dir}/run_benchmark.sh"]
     try:
-        progress(f"pushing benchmark_model ({settings.binary.stat().st_size / 1e6:.1f} MB, cached by checksum)")
-        binary_remote = _push_binary(adb, serial, settings)
+        progress(f"pushing {tool.binary} ({settings.binary.stat().st_size / 1e6:.1f} MB, cached by checksum)")
+        binary_remote = _push_binary(adb, serial, settings, tool)
         adb.push(serial, RUNNER, pushed[0])
         remotes = {}
         for key, path in files.items():
@@ -159,7 +201,7 @@ def run_device_bench(adb: Adb, serial: str, files: dict[tuple[str, str], Path], 
             pushed.append(remotes[key])
             progress(f"pushing {path.name}")
             adb.push(serial, path, remotes[key])
-        names = {key: input_tensor_name(path) for key, path in files.items()}
+        names = {key: input_tensor_name(path) if path.suffix == ".tflite" else None for key, path in files.items()}
         results = []
         for i, case in enumerate(cases):
             progress(f"[{i + 1}/{len(cases)}] {case.label} on {serial} (cores {settings.cores}={mask}, "
@@ -169,10 +211,11 @@ def run_device_bench(adb: Adb, serial: str, files: dict[tuple[str, str], Path], 
             text = result.stdout + "\n" + result.stderr
             if result.exit_code != 0:
                 detail = [line for line in text.strip().splitlines() if line.strip()][-1:] or ["no output"]
-                raise ToolError(f"benchmark_model exited with code {result.exit_code} for {case.label}: {detail[0]}")
-            results.append(DeviceResult(case, parse_benchmark_output(text), mask))
+                raise ToolError(f"{tool.binary} exited with code {result.exit_code} for {case.label}: {detail[0]}")
+            results.append(DeviceResult(case, parse_output(case, settings, text), mask))
         facts["thermal_after_c"] = read_thermal(adb, serial)
-        facts["benchmark_tool"] = "stand-in" if any(r.output.standin for r in results) else "benchmark_model"
+        facts["benchmark_tool"] = "stand-in" if any(r.output.standin for r in results) else tool.binary
+        facts["runtime"] = tool.runtime
         return facts, results
     finally:
         if not settings.keep:
@@ -184,16 +227,21 @@ def run_device_bench(adb: Adb, serial: str, files: dict[tuple[str, str], Path], 
 
 def device_case_record(result: DeviceResult, serial: str, model: dict, macs_per_pixel: float | None) -> dict:
     """A report case in the host report's schema. benchmark_model reports mean/min/max/std but no
-    per-run times, so median and p90 are None rather than invented."""
+    per-run times, so median and p90 are None rather than invented; executor_runner prints each run."""
+    import numpy as np
+
     out, case = result.output, result.case
     steady = out.steady
     n, _, h, w = case.shape
     mean_ms = out.inference_avg_us / 1000
+    runs_ms = np.asarray(out.runs_us) / 1000 if out.runs_us else None
     latency = {"runs": steady.count if steady else None, "min_ms": steady.min_us / 1000 if steady else None,
-               "median_ms": None, "mean_ms": mean_ms, "p90_ms": None,
+               "median_ms": float(np.median(runs_ms)) if runs_ms is not None else None, "mean_ms": mean_ms,
+               "p90_ms": float(np.percentile(runs_ms, 90)) if runs_ms is not None else None,
                "max_ms": steady.max_us / 1000 if steady else None, "std_ms": steady.std_us / 1000 if steady else None}
     macs = macs_per_pixel * n * h * w if macs_per_pixel else None
-    return {"device": f"adb:{serial}", **model, "graph": case.graph, "runtime": "tflite", "precision": case.precision,
+    return {"device": f"adb:{serial}", **model, "graph": case.graph, "runtime": case.runtime,
+            "precision": case.precision,
             "delegate": case.delegate, "cores_mask": result.cores_mask, "input": list(case.shape),
             "threads": case.threads, "latency": latency, "first_ms": out.first_us / 1000 if out.first_us else None,
             "init_ms": out.init_us / 1000, "peak_rss_mb": out.peak_memory_mb or out.memory_overall_mb,

@@ -17,8 +17,10 @@ from edgesr import metadata
 from edgesr.android.adb import Adb
 from edgesr.android.bench import (
     DELEGATES,
+    TOOLS,
     DeviceCase,
     DeviceSettings,
+    DeviceTool,
     check_binary,
     device_case_record,
     run_device_bench,
@@ -35,12 +37,24 @@ from edgesr.profile import count_params
 Workload = dict[str, Counter]  # graph name -> Counter of input shapes it is called with
 
 
+def device_tool(runtimes: list[str] | None) -> DeviceTool:
+    """The one runtime a device bench runs (default: tflite)."""
+    chosen = runtimes or ["tflite"]
+    if len(chosen) != 1 or chosen[0] not in TOOLS:
+        raise UserError(f"the phone bench runs one runtime at a time, one of {', '.join(TOOLS)}: not "
+                        f"{' '.join(chosen)}")
+    return TOOLS[chosen[0]]
+
+
 def check_device_options(delegates: list[str], precisions: list[str], threads: list[int], warmup: int,
-                         runs: int, cooldown: int) -> None:
+                         runs: int, cooldown: int, tool: DeviceTool = TOOLS["tflite"]) -> None:
     """Refuse bad device-bench options before touching the device."""
     for delegate in delegates:
         if delegate not in DELEGATES:
             raise UserError(f"unknown delegate '{delegate}': choose from {', '.join(DELEGATES)}")
+        if delegate not in tool.delegates:
+            raise UserError(f"{tool.runtime} runs {tool.fmt} files with their own XNNPACK delegate: use «delegate» "
+                            f"{' '.join(tool.delegates)}, not {delegate}")
     for precision in precisions:
         if precision not in ("fp32", "fp16", "int8"):
             raise UserError(f"unknown precision '{precision}': choose from fp32, fp16, int8")
@@ -85,22 +99,27 @@ def _files(model: LoadedModel) -> dict[str, Path]:
 
 
 def _models(prepare_model: Callable[[], Prepared] | None, given: Path | None, precisions: list[str], tmp: Path,
-            progress: Callable[[str], None]) -> tuple[dict[str, LoadedModel], dict]:
+            progress: Callable[[str], None], tool: DeviceTool) -> tuple[dict[str, LoadedModel], dict]:
     """The models to time, by precision, and what the report says about them."""
+    fmt = tool.fmt
     if given is not None:
-        if given.is_file() and given.suffix != ".tflite":
-            raise UserError(f"«tflite» {given}: the phone runs .tflite files or tflite bundle folders")
+        if given.is_file() and given.suffix != f".{fmt}":
+            raise UserError(f"«model_file» {given}: the phone's {tool.binary} runs .{fmt} files or {fmt} bundle "
+                            "folders")
         model = open_model(given)
-        if model.family is not None and model.metadata["runtime"] != "tflite":
-            raise UserError(f"bundle {given} holds {model.metadata['runtime']} graphs: the phone bench needs a tflite "
-                            "bundle (export it with «format» tflite)")
+        if model.family is not None and model.metadata["runtime"] != fmt:
+            raise UserError(f"bundle {given} holds {model.metadata['runtime']} graphs: {tool.binary} needs a {fmt} "
+                            f"bundle (export it with «format» {fmt})")
         meta = model.metadata
-        if meta is None:  # another tool's file: what LiteRT can tell
+        if meta is None and fmt == "tflite":  # another tool's file: what LiteRT can tell
             from edgesr.export.tflite import tflite_file_facts
 
             precision, colors = tflite_file_facts(given)
             model.assumed_io = IOSpec(colors, 1.0, 1)
             return {precision: model}, {"model": given.stem, "variant": None, "scale": None, "weights": str(given)}
+        if meta is None:
+            raise UserError(f"{given} carries no edgesr metadata, so its input is unknown: bench .{fmt} files written "
+                            "by 'edgesr export'")
         return ({meta["precision"]: model},
                 {"model": meta["family"], "variant": meta["variant"], "scale": meta["io"]["scale"],
                  "weights": str(given)})
@@ -109,9 +128,9 @@ def _models(prepare_model: Callable[[], Prepared] | None, given: Path | None, pr
     prepared = prepare_model()
     models = {}
     for precision in precisions:
-        progress(f"exporting and verifying {prepared.label} tflite {precision}")
-        out = tmp / default_output(prepared, "tflite", precision).name
-        models[precision] = open_model(export(prepared, "tflite", precision, out).path)
+        progress(f"exporting and verifying {prepared.label} {fmt} {precision}")
+        out = tmp / default_output(prepared, fmt, precision).name
+        models[precision] = open_model(export(prepared, fmt, precision, out).path)
     params = sum(count_params(g.module) for g in prepared.deployable.graphs.values())
     return models, {"model": prepared.family.name, "variant": prepared.config.variant, "scale": prepared.config.scale,
                     "weights": prepared.weights, "params": params}
@@ -144,12 +163,13 @@ def format_estimates(rows: list[dict]) -> str:
 
 def bench_on_device(adb: Adb, serial: str, prepare_model: Callable[[], Prepared] | None, given: Path | None,
                     precisions: list[str], delegates: list[str], threads: list[int], inputs: list[str],
-                    settings: DeviceSettings, progress: Callable[[str], None]) -> dict:
-    """Export (or take a given .tflite file or bundle), time every graph at the shapes it runs
-    through adb, and build the report (whole-image estimates for multi-graph models)."""
-    check_binary(settings.binary)
+                    settings: DeviceSettings, progress: Callable[[str], None],
+                    tool: DeviceTool = TOOLS["tflite"]) -> dict:
+    """Export (or take a given file or bundle of the tool's format), time every graph at the
+    shapes it runs through adb, and build the report (whole-image estimates for multi-graph models)."""
+    check_binary(settings.binary, tool)
     with tempfile.TemporaryDirectory(prefix="edgesr-adb-") as tmp:
-        models, model_facts = _models(prepare_model, given, precisions, Path(tmp), progress)
+        models, model_facts = _models(prepare_model, given, precisions, Path(tmp), progress, tool)
         files, loads = {}, {}
         shapes = []
         for precision, model in models.items():
@@ -160,7 +180,7 @@ def bench_on_device(adb: Adb, serial: str, prepare_model: Callable[[], Prepared]
                 shape = parse_shape(text, io.colors)
                 shapes.append(shape)
                 loads[(precision, shape)] = workload(model, shape)
-        cases = [DeviceCase(precision, d, t, s, graph) for shape in dict.fromkeys(shapes) for t in threads
+        cases = [DeviceCase(precision, d, t, s, graph, tool.runtime) for shape in dict.fromkeys(shapes) for t in threads
                  for d in delegates for precision in models for graph, calls in loads[(precision, shape)].items()
                  for s in calls]
         cases = list(dict.fromkeys(cases))

@@ -1,4 +1,5 @@
-"""Parse the output of TFLite's benchmark_model (current and older formats)."""
+"""Parse the output of TFLite's benchmark_model (current and older formats) and of ExecuTorch's
+executor_runner."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ class BenchmarkOutput:
     memory_overall_mb: float | None
     peak_memory_mb: float | None
     standin: bool = False  # printed by edgesr's stand-in (LiteRT on a host), not TFLite's benchmark_model
+    runs_us: tuple[float, ...] | None = None  # each timed run, where the tool prints them (executor_runner)
 
 
 STANDIN_BANNER = "edgesr stand-in benchmark_model"
@@ -83,3 +85,31 @@ def parse_benchmark_output(text: str) -> BenchmarkOutput:
         return BenchmarkOutput(init, None, warm, avg, steady, warmup, *mem, peak_mb, STANDIN_BANNER in text)
     last = text.strip().splitlines()[-1:] or ["no output"]
     raise ToolError(f"benchmark_model printed no inference timings (last line: {last[0][:160]})")
+
+
+_ET_LOADED = re.compile(rf"Model loaded in ({_NUMBER}) ms")
+_ET_ITERATION = re.compile(rf"Iteration (\d+) of (\d+): ({_NUMBER}) ms")
+_ET_DONE = re.compile(rf"Model executed successfully (\d+) time\(s\) in ({_NUMBER}) ms")
+_ET_UNKNOWN_FLAG = re.compile(r"(?:ERROR|FATAL).*unknown command line flag '([^']+)'")
+EXECUTOR_STANDIN_BANNER = "edgesr stand-in executor_runner"
+
+
+def parse_executor_runner_output(text: str, warmup: int) -> BenchmarkOutput:
+    """Parse stdout+stderr of ExecuTorch's executor_runner run for `warmup` + timed executions:
+    its "Iteration i of N: X ms" lines (the first `warmup` are warm-up) and "Model loaded in X ms"."""
+    unknown = _ET_UNKNOWN_FLAG.search(text)
+    if unknown:
+        raise ToolError(f"executor_runner does not know the flag --{unknown.group(1)}: build a runner that has it "
+                        "(see android_bench/README.md)")
+    done, loaded = _ET_DONE.search(text), _ET_LOADED.search(text)
+    runs = [float(m.group(3)) * 1000.0 for m in _ET_ITERATION.finditer(text)]
+    if done is None or loaded is None or len(runs) != int(done.group(1)) or len(runs) <= warmup:
+        last = text.strip().splitlines()[-1:] or ["no output"]
+        raise ToolError(f"executor_runner printed no per-iteration timings (last line: {last[0][:160]})")
+    warm, timed = runs[:warmup], runs[warmup:]
+    mean = sum(timed) / len(timed)
+    std = (sum((t - mean) ** 2 for t in timed) / len(timed)) ** 0.5
+    steady = RunStats(len(timed), timed[0], min(timed), max(timed), mean, std)
+    warm_stats = RunStats(len(warm), warm[0], min(warm), max(warm), sum(warm) / len(warm), 0.0) if warm else None
+    return BenchmarkOutput(float(loaded.group(1)) * 1000.0, runs[0], warm_stats.avg_us if warm_stats else None, mean,
+                           steady, warm_stats, None, None, None, EXECUTOR_STANDIN_BANNER in text, tuple(timed))

@@ -29,6 +29,9 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+STANDIN_OF = {"tflite": ("benchmark_model", "LiteRT"), "executorch": ("executor_runner", "ExecuTorch")}
+
+
 def device_title(device: dict) -> str:
     """Where a report ran, in words; a test rig says so (loopback device, stand-in tool)."""
     name = device.get("name", device.get("kind"))
@@ -36,7 +39,8 @@ def device_title(device: dict) -> str:
     if device.get("test_device"):
         rig.append(f"edgesr's {device['test_device']} test device (simulating {name})")
     if device.get("benchmark_tool") == "stand-in":
-        rig.append("the stand-in benchmark_model (LiteRT on the host CPU)")
+        tool, runtime = STANDIN_OF[device.get("runtime", "tflite")]
+        rig.append(f"the stand-in {tool} ({runtime} on the host CPU)")
     if rig:
         return " with ".join(rig) + ": NOT a phone's numbers"
     return name
@@ -96,7 +100,7 @@ def ceiling_line(device: dict) -> str:
 
 def format_table(report: dict) -> str:
     """Terminal table: one row per case ('-' where a runtime does not report a number)."""
-    header = (f"{'model':<14} {'runtime':<14} {'prec':<5} {'input':<13} {'thr':>3} {'median':>9} {'mean':>9} "
+    header = (f"{'model':<14} {'runtime':<18} {'prec':<5} {'input':<13} {'thr':>3} {'median':>9} {'mean':>9} "
               f"{'p90':>9} {'min':>9} {'std':>7} {'first':>9} {'init':>8} {'peak MB':>8} {'GOP/s':>8} {'%ceil':>6} "
               f"{'xnn':>5}")
     lines = [header, "-" * len(header)]
@@ -104,7 +108,7 @@ def format_table(report: dict) -> str:
         lat = c["latency"]
         runtime = c["runtime"] + (f"/{c['delegate']}" if c.get("delegate") else "")
         peak = None if c.get("ceiling_fraction") is None else 100 * c["ceiling_fraction"]
-        lines.append(f"{model_label(c):<14} {runtime:<14} {c['precision']:<5} {_shape(c):<13} {c['threads']:>3} "
+        lines.append(f"{model_label(c):<14} {runtime:<18} {c['precision']:<5} {_shape(c):<13} {c['threads']:>3} "
                      f"{_num(lat['median_ms'], '9.2f'):>9} {_num(lat['mean_ms'], '9.2f'):>9} "
                      f"{_num(lat['p90_ms'], '9.2f'):>9} {_num(lat['min_ms'], '9.2f'):>9} "
                      f"{_num(lat['std_ms'], '7.2f'):>7} {_num(c.get('first_ms'), '9.2f'):>9} "

@@ -57,21 +57,19 @@ def _host(args: argparse.Namespace) -> int:
 def _adb(args: argparse.Namespace) -> int:
     from edgesr.android.adb import Adb
     from edgesr.android.bench import DeviceSettings, check_binary
-    from edgesr.android.command import bench_on_device, check_device_options, format_estimates
+    from edgesr.android.command import bench_on_device, check_device_options, device_tool, format_estimates
     from edgesr.bench import report as reports
 
-    if args.runtime and args.runtime != ["tflite"]:
-        raise UserError("--device adb benchmarks .tflite files with benchmark_model: drop --runtime "
-                        "(or use --runtime tflite)")
+    tool = device_tool(args.runtime)
     args.precision = args.precision or ["fp32"]
-    check_device_options(args.delegate, args.precision, args.threads, args.warmup, args.runs, args.cooldown)
-    binary = check_binary(args.benchmark_binary)
+    check_device_options(args.delegate, args.precision, args.threads, args.warmup, args.runs, args.cooldown, tool)
+    binary = check_binary(args.benchmark_binary, tool)
     adb = Adb(args.adb)
     device = adb.select(args.serial)
     settings = DeviceSettings(binary, args.cores, args.cooldown, args.max_temp, args.warmup, args.runs, args.keep,
                               tuple(args.benchmark_arg))
     report = bench_on_device(adb, device.serial, None if args.model_file else lambda: prepare(args), args.model_file,
-                             args.precision, args.delegate, args.threads, args.input, settings, progress)
+                             args.precision, args.delegate, args.threads, args.input, settings, progress, tool)
     facts = report["device"]
     say(args, f"bench on {reports.device_title(facts)} ({device.serial}, Android {facts['android']}, {facts['abi']}, "
               f"SoC {facts['soc']}); cores {args.cores}; thermal before {facts['thermal_c']}, "
@@ -81,7 +79,8 @@ def _adb(args: argparse.Namespace) -> int:
         say(args, "whole-image estimates (each graph's calls for a photo of that size, from the glue run on the "
                   "host, at the phone's per-call times; host-side glue not included):")
         say(args, format_estimates(report["estimates"]))
-    say(args, "device numbers come from benchmark_model (mean/min/max/std per run set; no median)")
+    say(args, "device numbers come from benchmark_model (mean/min/max/std per run set; no median)"
+        if tool.runtime == "tflite" else "device numbers come from executor_runner (each timed execution)")
     _write(args, report)
     return 0
 
@@ -112,7 +111,7 @@ def add(sub) -> None:
                        help="host CPU (default) or an Android phone through adb")
     bench.add_argument("--runtime", nargs="+", help="host: torch-train (training graph), torch (deploy form), "
                        "onnxruntime, tflite, executorch (default: the first four; with --model-file its own); adb: "
-                       "tflite")
+                       "tflite (default, benchmark_model) or executorch (executor_runner)")
     bench.add_argument("--precision", nargs="+", help="fp32, fp16, int8 (fp16: tflite only; int8: tflite, executorch; "
                        "default: fp32)")
     bench.add_argument("--input", nargs="+", default=["360x640"], metavar="SIZE",
@@ -133,7 +132,8 @@ def add(sub) -> None:
     device.add_argument("--serial", help="adb serial of the phone (needed when several are connected)")
     device.add_argument("--adb", help="adb client binary (default: adb on PATH; honours ANDROID_ADB_SERVER_PORT)")
     device.add_argument("--benchmark-binary", type=Path, metavar="PATH",
-                        help="TFLite benchmark_model for the phone's ABI (see android_bench/README.md)")
+                        help="TFLite benchmark_model (or, with --runtime executorch, ExecuTorch executor_runner) "
+                        "built for the phone's ABI (see android_bench/README.md)")
     device.add_argument("--delegate", nargs="+", default=["xnnpack"],
                         help="cpu, xnnpack, gpu, nnapi (default: xnnpack)")
     device.add_argument("--cores", default="big", help="big, little, all or a hex CPU mask (default: big)")

@@ -206,3 +206,9 @@ def pte_op_counts(path: Path) -> Counter[str]:
     """Operators of a .pte's forward: each XNNPACK partition as 'XNNPACK', the rest by name."""
     delegation = pte_delegation(path)
     return Counter({"XNNPACK": delegation.partitions, **delegation.outside})
+
+
+def planned_memory(path: Path) -> int:
+    """Bytes of the activation buffers the 'forward' method plans (for its largest declared input)."""
+    plan = next(p for p in _program(path).execution_plan if p.name == "forward")
+    return int(sum(plan.non_const_buffer_sizes))
