@@ -998,13 +998,13 @@ def main(argv: list[str] | None = None) -> int:
     args.root.mkdir(parents=True, exist_ok=True)
     stopped = threading.Event()
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+        # both set explicitly: a shell starts background jobs with SIGINT ignored, and Python then
+        # never raises KeyboardInterrupt, so Ctrl-C (or a test's SIGINT) would not stop the device
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stopped.set())
     with LoopbackDevice(args.root, args.port, props=props, mode=args.mode) as device:
         print(device.serial, flush=True)
-        try:
-            while not stopped.wait(0.5):
-                pass
-        except KeyboardInterrupt:
+        while not stopped.wait(0.5):
             pass
     return 0
 
