@@ -67,7 +67,7 @@ def export_pte(module, path: Path, colors: int, tile: int | None = None, calibra
             program = export(module, (example,), dynamic_shapes=(dynamic,))
             if calibration is not None:
                 quantized = _quantized(program, calibration, pixel_range)
-                added["int8_ranges"] = _recorded_ranges(module, quantized, calibration[0]).to_dict()
+                added["int8_ranges"] = _recorded_ranges(module, quantized, calibration[0], pixel_range).to_dict()
                 program = export(quantized, (example,), dynamic_shapes=(dynamic,))
             edge = exir.to_edge_transform_and_lower(program, partitioner=[partitioner()],
                                                     constant_methods={PTE_METHOD: pte_slot()})
@@ -118,7 +118,7 @@ def _pixel_observers(observed) -> set[str]:
     return names
 
 
-def _recorded_ranges(module, quantized, crop):
+def _recorded_ranges(module, quantized, crop, pixel_range: float):
     """The int8 ranges the quantized graph stores, aligned with `module`'s ops by value on `crop`
     (error_model.match_ranges): each dequantized tensor with its range (qmin - zero) s .. (qmax - zero) s."""
     import torch
@@ -144,8 +144,8 @@ def _recorded_ranges(module, quantized, crop):
 
     with torch.no_grad():
         Recorder(quantized).run(torch.from_numpy(crop))
-    if input_range is None:
-        raise ToolError(f"the int8 graph of {type(module).__name__} does not quantize its input")
+    if input_range is None:  # the input is padded or sliced before its first quantize: model it as pixels
+        input_range = (0.0, pixel_range)
     return match_ranges(op_outputs(module, crop), stored, input_range)
 
 
