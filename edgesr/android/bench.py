@@ -22,17 +22,15 @@ RUNNER = Path(__file__).with_name("run_benchmark.sh")
 
 @dataclass(frozen=True)
 class DeviceTool:
-    """A benchmark binary the phone runs: the files it takes and the delegates it offers."""
+    """A benchmark binary the phone runs: the files it takes, the delegates it offers, its flags
+    for one case and the parser of what it prints."""
 
     runtime: str
     binary: str  # the official tool's name
     fmt: str  # the export format it runs
     delegates: tuple[str, ...]
-
-
-TOOLS = {"tflite": DeviceTool("tflite", "benchmark_model", "tflite", tuple(DELEGATES)),
-         # a .pte carries its XNNPACK delegate: the runner has no delegate to choose
-         "executorch": DeviceTool("executorch", "executor_runner", "pte", ("xnnpack",))}
+    flags: Callable[[DeviceSettings, str, str | None, DeviceCase], list[str]]
+    parse: Callable[[str, DeviceSettings], BenchmarkOutput]
 
 
 @dataclass(frozen=True)
@@ -82,13 +80,13 @@ class DeviceResult:
     cores_mask: str
 
 
-def check_binary(path: Path | None, tool: DeviceTool = TOOLS["tflite"]) -> Path:
+def check_binary(path: Path | None, binary: str = "benchmark_model") -> Path:
     """The benchmark binary the user supplies (it cannot be downloaded here)."""
     if path is None:
-        raise UserError(f"missing benchmark binary: pass «benchmark_binary», the path to {tool.binary} built for the "
+        raise UserError(f"missing benchmark binary: pass «benchmark_binary», the path to {binary} built for the "
                         "phone's ABI (see android_bench/README.md)")
     if not Path(path).is_file():
-        raise UserError(f"benchmark binary {path} not found: pass the path of {tool.binary} as «benchmark_binary» "
+        raise UserError(f"benchmark binary {path} not found: pass the path of {binary} as «benchmark_binary» "
                         "(see android_bench/README.md)")
     return Path(path)
 
@@ -139,31 +137,37 @@ def input_tensor_name(path: Path) -> str:
     return Interpreter(model_path=str(path)).get_input_details()[0]["name"]
 
 
-def tool_flags(settings: DeviceSettings, model_remote: str, input_name: str | None, case: DeviceCase) -> list[str]:
-    """The benchmark binary's flags for one case. executor_runner has no warm-up flag: it runs
-    warm-up + timed executions and prints each (parse_executor_runner_output drops the warm-up);
-    without input files it feeds ones at the shape --input_shapes gives."""
+def _benchmark_model_flags(settings: DeviceSettings, model_remote: str, input_name: str | None,
+                          case: DeviceCase) -> list[str]:
     n, c, h, w = case.shape
-    if case.runtime == "executorch":
-        return [f"--model_path={model_remote}", f"--num_executions={settings.warmup + settings.runs}",
-                f"--cpu_threads={case.threads}", f"--input_shapes={n}x{c}x{h}x{w}", "--print_output=none",
-                *settings.extra_args]
     return [f"--graph={model_remote}", f"--num_threads={case.threads}", f"--warmup_runs={settings.warmup}",
             f"--num_runs={settings.runs}", *DELEGATES[case.delegate], f"--input_layer={input_name}",
             f"--input_layer_shape={n},{h},{w},{c}", "--report_peak_memory_footprint=true", *settings.extra_args]
 
 
-def parse_output(case: DeviceCase, settings: DeviceSettings, text: str) -> BenchmarkOutput:
-    if case.runtime == "executorch":
-        return parse_executor_runner_output(text, settings.warmup)
-    return parse_benchmark_output(text)
+def _executor_runner_flags(settings: DeviceSettings, model_remote: str, input_name: str | None,
+                           case: DeviceCase) -> list[str]:
+    """executor_runner has no warm-up flag: it runs warm-up + timed executions and prints each
+    (parse_executor_runner_output drops the warm-up); without input files it feeds ones at the
+    shape --input_shapes gives."""
+    n, c, h, w = case.shape
+    return [f"--model_path={model_remote}", f"--num_executions={settings.warmup + settings.runs}",
+            f"--cpu_threads={case.threads}", f"--input_shapes={n}x{c}x{h}x{w}", "--print_output=none",
+            *settings.extra_args]
+
+
+TOOLS = {"tflite": DeviceTool("tflite", "benchmark_model", "tflite", tuple(DELEGATES), _benchmark_model_flags,
+                              lambda text, _: parse_benchmark_output(text)),
+         # a .pte carries its XNNPACK delegate: the runner has no delegate to choose
+         "executorch": DeviceTool("executorch", "executor_runner", "pte", ("xnnpack",), _executor_runner_flags,
+                                  lambda text, settings: parse_executor_runner_output(text, settings.warmup))}
 
 
 def benchmark_command(settings: DeviceSettings, binary_remote: str, model_remote: str, input_name: str | None,
                       case: DeviceCase, mask: str) -> str:
     """The device shell command line for one case."""
     max_temp_mc = int(settings.max_temp_c * 1000) if settings.max_temp_c else 0
-    flags = tool_flags(settings, model_remote, input_name, case)
+    flags = TOOLS[case.runtime].flags(settings, model_remote, input_name, case)
     words = ["sh", f"{settings.device_dir}/run_benchmark.sh", str(settings.cooldown_s), str(max_temp_mc), mask,
              binary_remote, *flags]
     return " ".join(shlex.quote(word) for word in words)
@@ -212,7 +216,7 @@ def run_device_bench(adb: Adb, serial: str, files: dict[tuple[str, str], Path], 
             if result.exit_code != 0:
                 detail = [line for line in text.strip().splitlines() if line.strip()][-1:] or ["no output"]
                 raise ToolError(f"{tool.binary} exited with code {result.exit_code} for {case.label}: {detail[0]}")
-            results.append(DeviceResult(case, parse_output(case, settings, text), mask))
+            results.append(DeviceResult(case, tool.parse(text, settings), mask))
         facts["thermal_after_c"] = read_thermal(adb, serial)
         facts["benchmark_tool"] = "stand-in" if any(r.output.standin for r in results) else tool.binary
         facts["runtime"] = tool.runtime

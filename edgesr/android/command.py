@@ -167,7 +167,7 @@ def bench_on_device(adb: Adb, serial: str, prepare_model: Callable[[], Prepared]
                     tool: DeviceTool = TOOLS["tflite"]) -> dict:
     """Export (or take a given file or bundle of the tool's format), time every graph at the
     shapes it runs through adb, and build the report (whole-image estimates for multi-graph models)."""
-    check_binary(settings.binary, tool)
+    check_binary(settings.binary, tool.binary)
     with tempfile.TemporaryDirectory(prefix="edgesr-adb-") as tmp:
         models, model_facts = _models(prepare_model, given, precisions, Path(tmp), progress, tool)
         files, loads = {}, {}

@@ -243,8 +243,7 @@ def run_cases(target: Target, cases: list[BenchCase], warmup: int, runs: int, ro
         for case in cases:
             if (case.runtime, case.precision) not in files:
                 files[(case.runtime, case.precision)] = target.make_file(case, workdir, progress)
-        delegation = {key: _delegation(path) for key, path in files.items()
-                      if key[0] in ("tflite", "executorch")}
+        delegation = {key: _delegation(path) for key, path in files.items()}  # None for non-XNNPACK files
         inputs = {}
         for shape in dict.fromkeys(c.shape for c in cases):
             inputs[shape] = workdir / f"input-{'x'.join(map(str, shape))}.npy"

@@ -63,7 +63,7 @@ def _adb(args: argparse.Namespace) -> int:
     tool = device_tool(args.runtime)
     args.precision = args.precision or ["fp32"]
     check_device_options(args.delegate, args.precision, args.threads, args.warmup, args.runs, args.cooldown, tool)
-    binary = check_binary(args.benchmark_binary, tool)
+    binary = check_binary(args.benchmark_binary, tool.binary)
     adb = Adb(args.adb)
     device = adb.select(args.serial)
     settings = DeviceSettings(binary, args.cores, args.cooldown, args.max_temp, args.warmup, args.runs, args.keep,

@@ -215,15 +215,14 @@ def resolve_output(prepared: Prepared, fmt: str, precision: str, out: Path | Non
 
 
 def _calibration(spec: GraphSpec, io: IOSpec) -> list[np.ndarray]:
-    """int8 representative data (NHWC): photo crops at the graph's input size (tile graphs), or
+    """int8 representative data (NCHW): photo crops at the graph's input size (tile graphs), or
     64x64 patches and up to 10 whole-frame crops, as many as CALIBRATION_MACS allow (graphs on
     whole images: the converter runs each crop through the float graph)."""
     full = 0
     if not spec.tile:
         frame = FULL_CROP[0] * FULL_CROP[1] * macs_per_lr_pixel(spec.module, io.colors)
         full = int(max(1, min(10, CALIBRATION_MACS // max(frame, 1))))
-    crops = calibration_crops(io.colors, io.pixel_range, size=spec.tile or 64, full=full)
-    return [c.transpose(0, 2, 3, 1) for c in crops]
+    return calibration_crops(io.colors, io.pixel_range, size=spec.tile or 64, full=full)
 
 
 def write_graph(prepared: Prepared, name: str, fmt: str, precision: str, path: Path) -> None:
@@ -240,7 +239,7 @@ def write_graph(prepared: Prepared, name: str, fmt: str, precision: str, path: P
     elif fmt == "pte":
         from edgesr.export.pte import export_pte
 
-        calibration = [c.transpose(0, 3, 1, 2) for c in _calibration(spec, io)] if precision == "int8" else None
+        calibration = _calibration(spec, io) if precision == "int8" else None
         added = export_pte(spec.module, path, io.colors, spec.tile, calibration, io.pixel_range)
     else:
         from edgesr.export.tflite import convert_keras
@@ -250,10 +249,11 @@ def write_graph(prepared: Prepared, name: str, fmt: str, precision: str, path: P
         if own is None:
             twin = prepared.family.keras_twin(name, spec, prepared.config)
         elif precision == "int8":  # its int8 ranges are its own (see BlockedChain.int8_ranges)
-            twin = own(spec.module.int8_ranges([c.transpose(0, 3, 1, 2) for c in calibration], io.pixel_range))
+            twin = own(spec.module.int8_ranges(calibration, io.pixel_range))
         else:
             twin = own()
-        path.write_bytes(convert_keras(twin, precision, calibration))
+        nhwc = [c.transpose(0, 2, 3, 1) for c in calibration] if calibration is not None else None
+        path.write_bytes(convert_keras(twin, precision, nhwc))
     metadata.embed(path, {**_file_metadata(prepared, name, precision, path=path), **added})
 
 

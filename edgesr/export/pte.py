@@ -133,13 +133,14 @@ def _recorded_ranges(module, quantized, crop, pixel_range: float):
             value = super().run_node(node)
             if node.op == "call_function" and node.target == dequantize:
                 scale, zero, low, high = (float(a) for a in node.args[1:5])
+                span = ((low - zero) * scale, (high - zero) * scale)
                 quantize = node.args[0]  # a quantize op, or a constant stored quantized
                 source = quantize.args[0] if isinstance(quantize, torch.fx.Node) and quantize.args else None
                 if source is not None and source.op == "placeholder":
                     nonlocal input_range
-                    input_range = ((low - zero) * scale, (high - zero) * scale)
+                    input_range = span
                 else:
-                    stored.append((value.detach().numpy(), ((low - zero) * scale, (high - zero) * scale)))
+                    stored.append((value.detach().numpy(), span))
             return value
 
     with torch.no_grad():
