@@ -26,11 +26,12 @@ independent with mean zero, so Var(d) <= u^2/3 (u = 2^-24 for fp32, 2^-11 for fp
 The model is evaluated by running the graph in float64 under a TorchFunctionMode that carries
 (value, variance, exempt) for every tensor. `Precision` adds what a file format does on top of
 fp32 arithmetic: fp16 weights (rounded exactly, so their effect is part of the expected value,
-not of the noise) or int8 weights and activations (TFLite's scheme: per-channel symmetric weights,
-activations clamped to their calibrated ranges and rounded to 256 levels, modelled as noise of
-variance step^2/12). The int8 ranges are the file's own: every tensor the file stores in int8 is
-matched to the graph op that computes it by value (`int8_ranges`). An op the model has no rule
-for raises UnsupportedOp: no silent bound.
+not of the noise), fp16 everything (a phone GPU's default: fp16 weights, every tensor stored in
+fp16 and every op rounding at u = 2^-11) or int8 weights and activations (TFLite's scheme:
+per-channel symmetric weights, activations clamped to their calibrated ranges and rounded to
+256 levels, modelled as noise of variance step^2/12). The int8 ranges are the file's own: every
+tensor the file stores in int8 is matched to the graph op that computes it by value
+(`int8_ranges`). An op the model has no rule for raises UnsupportedOp: no silent bound.
 """
 
 from __future__ import annotations
@@ -64,13 +65,15 @@ class Precision:
     name: str
     unit_roundoff: float = FP32_U  # of the arithmetic
     weights: str = "fp32"  # fp32 | fp16 | int8
-    activations: str = "fp32"  # fp32 | int8 (per-tensor ranges read from the file)
+    activations: str = "fp32"  # fp32 | fp16 (every tensor, the input too) | int8 (per-tensor ranges read from the file)
 
 
 PRECISIONS = {
     "fp32": Precision("fp32"),
     "fp16": Precision("fp16", weights="fp16"),  # fp16 weights dequantized, fp32 arithmetic (XNNPACK on CPUs)
     "int8": Precision("int8", weights="int8", activations="int8"),
+    # a GPU delegate that may lose precision (TFLite's default): fp16 weights, tensors and arithmetic
+    "fp16-compute": Precision("fp16-compute", unit_roundoff=FP16_U, weights="fp16", activations="fp16"),
 }
 
 
@@ -201,9 +204,10 @@ class _Tracker(TorchFunctionMode):
         self.state[key] = (weakref.ref(t), var, exempt)
 
     def watch(self, x: torch.Tensor) -> torch.Tensor:
-        """The graph input: exact, except that int8 quantizes it."""
+        """The graph input: exact, except that fp16 storage rounds it and int8 quantizes it."""
         if not self.int8 or self.record is not None:
-            self.put(x, torch.zeros_like(x), None)
+            fp16 = self.precision.activations == "fp16"
+            self.put(x, self.u2 * x.detach() ** 2 if fp16 else torch.zeros_like(x), None)
             return x
         lo, hi = self.ranges.input
         x = x.clamp(lo, hi)

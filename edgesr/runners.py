@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from edgesr.errors import ToolError, UserError
+from edgesr.errors import EdgeSRError, ToolError, UserError
 from edgesr.quiet import captured_output
 
 if TYPE_CHECKING:  # torch loads only for TorchGraph: ONNX Runtime / LiteRT workers never import it
@@ -134,12 +134,15 @@ class TfliteGraph:
             return run_even(self, x, scale, radius)
         try:
             result = _dequantize(self.bind(x)(), self.interpreter.get_output_details()[0])
+        except EdgeSRError:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise ToolError(f"LiteRT failed on {self.path.name} for input {x.shape}: {_first_line(exc)}") from None
         return result.transpose(0, 3, 1, 2) if result.ndim == 4 else result  # e.g. ClassSR's (N, classes) logits
 
-    def bind(self, x: np.ndarray) -> Callable[[], np.ndarray]:
-        """The staged input is NHWC (and int8 for int8 models); the call returns raw NHWC output."""
+    def stage(self, x: np.ndarray) -> np.ndarray:
+        """The file's input for NCHW x: NHWC, int8 for int8 files; the interpreter is sized to it
+        (so its output details give the output's shape)."""
         if (x.shape[2] % 2 or x.shape[3] % 2) and self.blocks[0] > 1:
             raise UserError(f"{self.path.name} computes on 2x2 pixel blocks: time it on even sizes "
                             f"(not {x.shape[2]}x{x.shape[3]})")
@@ -149,7 +152,11 @@ class TfliteGraph:
             with captured_output("LiteRT allocate_tensors"):  # silences the XNNPACK INFO line
                 self.interpreter.allocate_tensors()
             self.shape = nhwc.shape
-        staged = _quantize(nhwc, self.input)
+        return _quantize(nhwc, self.input)
+
+    def bind(self, x: np.ndarray) -> Callable[[], np.ndarray]:
+        """The staged input is NHWC (and int8 for int8 models); the call returns raw NHWC output."""
+        staged = self.stage(x)
 
         def run() -> np.ndarray:
             self.interpreter.set_tensor(self.input["index"], staged)

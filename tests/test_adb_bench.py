@@ -2,25 +2,19 @@
 private ANDROID_ADB_SERVER_PORT) and the loopback device, plus every fault path."""
 
 import json
-import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from loopback.loopback_device import AdbServer, LoopbackDevice
+from loopback.loopback_device import AdbServer
+from loopback.rig import start_phone, unplug_when
 
 from edgesr.cli import main
 
 STANDIN = Path(__file__).resolve().parent / "loopback" / "standin_benchmark_model.py"
-DEVICE_DIR = "data/local/tmp/edgesr"
-TINY = ["--variant", "M1C4", "--scale", "2", "--input", "12x10", "--warmup", "1", "--runs", "3", "--cooldown", "0"]
-LOOPBACK_TASKSET = """#!/bin/sh
-# Loopback stand-in for toybox taskset: the simulated phone has 8 CPUs and this host fewer, so
-# the mask is checked for form and the command runs unpinned.
-case "$1" in ''|*[!0-9a-fA-F]*) echo "taskset: bad mask '$1'" >&2; exit 1 ;; esac
-shift
-exec "$@"
-"""
+TINY = ["--variant", "M1C4", "--scale", "2", "--input", "12x10", "--warmup", "1", "--runs", "3", "--cooldown", "0",
+        "--max-repeats", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -31,22 +25,11 @@ def adb_server():
     server.stop()
 
 
-def _start_device(root: Path, server: AdbServer, **kwargs) -> LoopbackDevice:
-    device = LoopbackDevice(root, **kwargs)
-    device.start()
-    taskset = root / "system" / "bin" / "taskset"
-    taskset.write_text(LOOPBACK_TASKSET)
-    taskset.chmod(0o755)
-    server.connect(device)
-    return device
-
-
 @pytest.fixture
 def phone(tmp_path, adb_server, monkeypatch):
     """A connected loopback phone; `phone.work` is its /data/local/tmp/edgesr on this host."""
     monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", adb_server.env["ANDROID_ADB_SERVER_PORT"])
-    device = _start_device(tmp_path / "phone", adb_server)
-    device.work = tmp_path / "phone" / DEVICE_DIR
+    device = start_phone(tmp_path / "phone", adb_server)
     yield device
     device.stop()
     adb_server.adb("disconnect", device.serial, check=False)
@@ -62,7 +45,7 @@ def test_bench_through_adb_end_to_end(phone, tmp_path, capsys):
     out_dir = tmp_path / "out"
     argv = ["bench", "--device", "adb", *TINY, "--precision", "fp32", "int8", "--threads", "1", "2",
             "--benchmark-binary", str(STANDIN), "--json", str(out_dir / "r.json"), "--csv", str(out_dir / "r.csv"),
-            "--plot", str(out_dir / "r.png")]
+            "--plot", str(out_dir / "r.png"), "--max-repeats", "3", "--cv-target", "5"]
     code, out, err = _run(argv, capsys)
     assert code == 0, (out, err)
     report = json.loads((out_dir / "r.json").read_text())
@@ -74,7 +57,13 @@ def test_bench_through_adb_end_to_end(phone, tmp_path, capsys):
                                                                           ("int8", 2)]
     for case in report["cases"]:
         assert case["device"] == f"adb:{phone.serial}" and case["delegate"] == "xnnpack"
-        assert case["latency"]["runs"] == 3 and case["latency"]["mean_ms"] > 0
+        # repeated until the means' CV is at most 5% (at least twice) or 3 runs; the runs pooled
+        assert 2 <= case["repeats"] <= 3 and case["latency"]["runs"] == 3 * case["repeats"]
+        assert case["stable"] == (case["cv"] <= 0.05) and (case["stable"] or case["repeats"] == 3)
+        means = case["repeat_means_ms"]
+        assert case["cv"] == pytest.approx(float(np.std(means) / np.mean(means)))
+        assert case["latency"]["mean_ms"] == pytest.approx(float(np.mean(means)))
+        assert case["thermal_before_c"] == case["thermal_after_c"] == 41.0  # the loopback's hottest zone
         assert case["latency"]["median_ms"] is None  # benchmark_model prints none: not invented
         assert case["cores_mask"] == "f0" and case["macs"] > 0 and case["peak_rss_mb"] > 0
     assert "tflite/xnnpack" in out and (out_dir / "r.png").stat().st_size > 0
@@ -193,18 +182,8 @@ def test_device_disappearing_mid_run(phone, tmp_path, capsys):
     slow.write_text("#!/bin/sh\necho 'INFO: STARTING!'\nsleep 60\n")
     report = tmp_path / "r.json"
 
-    def unplug():
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if any(p.name.startswith("benchmark_model-") for p in phone.work.glob("*")) and \
-                    (phone.work / "run_benchmark.sh").exists():
-                time.sleep(1.5)
-                phone.stop()
-                return
-            time.sleep(0.1)
-
-    thread = threading.Thread(target=unplug, daemon=True)
-    thread.start()
+    thread = unplug_when(phone, lambda: any(p.name.startswith("benchmark_model-") for p in phone.work.glob("*"))
+                         and (phone.work / "run_benchmark.sh").exists(), 1.5)
     start = time.time()
     code, _, err = _run(["bench", "--device", "adb", *TINY, "--benchmark-binary", str(slow),
                          "--json", str(report)], capsys)
@@ -218,11 +197,11 @@ def test_device_selection_errors(tmp_path, adb_server, monkeypatch, capsys):
     base = ["bench", "--device", "adb", *TINY, "--benchmark-binary", str(STANDIN)]
     code, _, err = _run(base, capsys)
     _assert_one_line_failure(code, err, 2, "no adb device connected", tmp_path / "none")
-    first = _start_device(tmp_path / "a", adb_server)
-    second = _start_device(tmp_path / "b", adb_server)
+    first = start_phone(tmp_path / "a", adb_server)
+    second = start_phone(tmp_path / "b", adb_server)
     try:
         code, _, err = _run(base, capsys)
-        _assert_one_line_failure(code, err, 2, "pick one with --serial", tmp_path / "none")
+        _assert_one_line_failure(code, err, 2, "pick with --serial", tmp_path / "none")
         code, _, err = _run(base + ["--serial", "127.0.0.1:1"], capsys)
         _assert_one_line_failure(code, err, 2, "is not connected", tmp_path / "none")
     finally:
@@ -234,7 +213,7 @@ def test_device_selection_errors(tmp_path, adb_server, monkeypatch, capsys):
 @pytest.mark.parametrize("mode,message", [("unauthorized", "RSA key prompt"), ("offline", "is offline")])
 def test_unusable_device_states(mode, message, tmp_path, adb_server, monkeypatch, capsys):
     monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", adb_server.env["ANDROID_ADB_SERVER_PORT"])
-    device = _start_device(tmp_path / mode, adb_server, mode=mode)
+    device = start_phone(tmp_path / mode, adb_server, mode=mode)
     try:
         code, _, err = _run(["bench", "--device", "adb", *TINY, "--benchmark-binary", str(STANDIN),
                              "--serial", device.serial], capsys)

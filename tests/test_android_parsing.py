@@ -132,3 +132,57 @@ def test_executor_runner_output_missing_a_line_is_an_error(broken):
 def test_executor_runner_unknown_flag_names_it():
     with pytest.raises(ToolError, match="does not know the flag --input_shapes: build a runner that has it"):
         parse_executor_runner_output("ERROR: unknown command line flag 'input_shapes'\n", warmup=1)
+
+
+def test_delegation_lines_of_benchmark_model():
+    from edgesr.android.output import Delegated, parse_delegation
+
+    full = "INFO: Explicitly applied XNNPACK delegate, and the model graph will be completely executed by the delegate."
+    part = ("INFO: Explicitly applied GPU delegate, and the model graph will be partially executed by the delegate w/ "
+            "3 delegate kernels.")
+    none = "INFO: Though NNAPI delegate is explicitly applied, the model graph will not be executed by the delegate."
+    assert parse_delegation(CURRENT + full) == Delegated("XNNPACK", 1, True)
+    assert parse_delegation(part) == Delegated("GPU", 3, False)
+    assert parse_delegation(none) == Delegated("NNAPI", 0, False)
+    assert parse_delegation(CURRENT) is None  # no delegate applied: TFLite's own kernels
+    assert [d.format() for d in (Delegated("XNNPACK", 1, True), Delegated("GPU", 3, False))] == [
+        "all (XNNPACK)", "partial (GPU, 3 kernels)"]
+
+
+def test_repeats_pool_into_one_result_with_their_cv():
+    from edgesr.android.bench import coefficient_of_variation
+    from edgesr.android.output import hottest_zones, pooled
+
+    a = parse_benchmark_output(CURRENT)
+    b = parse_benchmark_output(CURRENT.replace("avg=40500.2 std=500", "avg=42500.2 std=300")
+                               .replace("Inference (avg): 40500.2", "Inference (avg): 42500.2"))
+    both = pooled([a, b])
+    assert both.inference_avg_us == pytest.approx(41500.2) and both.steady.count == 100
+    # pooled std: within-run variances plus the spread of the means
+    assert both.steady.std_us == pytest.approx(((500 ** 2 + 300 ** 2) / 2 + 1000 ** 2) ** 0.5)
+    assert coefficient_of_variation([40500.2, 42500.2]) == pytest.approx(1000 / 41500.2)
+    assert coefficient_of_variation([1.0]) is None
+    text = ("edgesr: hottest thermal zone before run: 41000 milli-C\n"
+            "edgesr: hottest thermal zone after run: 43500 milli-C")
+    assert hottest_zones(text) == {"before": 41.0, "after": 43.5}
+    assert hottest_zones("edgesr: hottest thermal zone before run: 0 milli-C") == {"before": None, "after": None}
+
+
+def test_phone_bounds_follow_the_delegate_and_its_flags():
+    from edgesr.android.parity import bound_precision
+
+    assert bound_precision("xnnpack", "fp32", ()) == "fp32" and bound_precision("cpu", "fp16", ()) == "fp16"
+    assert bound_precision("gpu", "fp32", ()) == "fp16-compute"  # TFLite's GPU default loses precision
+    assert bound_precision("gpu", "fp32", ("--gpu_precision_loss_allowed=false",)) == "fp32"
+    assert bound_precision("gpu", "int8", ()) == "int8"
+    assert bound_precision("nnapi", "fp32", ()) == "fp32"
+    assert bound_precision("nnapi", "fp32", ("--nnapi_allow_fp16=true",)) == "fp16-compute"
+
+
+def test_adb_server_addresses():
+    from edgesr.android.adb import server_args
+
+    assert server_args("192.168.1.20:5037") == ("-H", "192.168.1.20", "-P", "5037")
+    for bad in ("nowhere", "host:", ":5037", "host:99999"):
+        with pytest.raises(UserError, match="is not HOST:PORT"):
+            server_args(bad)

@@ -450,17 +450,18 @@ def test_cli_export_onnx_and_verify(tmp_path, capsys):
 
 def test_phone_bench_times_each_graph_at_the_shapes_the_routing_calls(tflite_bundle, tmp_path, monkeypatch, capsys):
     from loopback.loopback_device import AdbServer
-    from test_adb_bench import STANDIN, _start_device
+    from loopback.rig import start_phone
+    from test_adb_bench import STANDIN
 
     out, _ = tflite_bundle
     server = AdbServer()
     server.start()
     monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", server.env["ANDROID_ADB_SERVER_PORT"])
-    phone = _start_device(tmp_path / "phone", server)
+    phone = start_phone(tmp_path / "phone", server)
     try:
         code = cli_main(["bench", "--device", "adb", "--tflite", str(out), "--input", "60x90", "--warmup", "1",
-                         "--runs", "3", "--cooldown", "0", "--benchmark-binary", str(STANDIN),
-                         "--json", str(tmp_path / "r.json")])
+                         "--runs", "3", "--cooldown", "0", "--max-repeats", "1", "--benchmark-binary",
+                         str(STANDIN), "--json", str(tmp_path / "r.json")])
     finally:
         phone.stop()
         server.stop()

@@ -166,6 +166,30 @@ def test_fp16_weights_are_predicted_exactly_and_a_quantum_off_fails():
     assert check_output(prepared.train, x, _run(half, x), prepared.deploy, "fp16").used > 1.0
 
 
+def test_fp16_compute_bounds_a_half_precision_run_and_a_quantum_off_fails():
+    """A phone GPU's default numerics (fp16 weights, tensors and arithmetic), here the deploy graph
+    run in torch.float16: far outside the fp32 and fp16-weights models, within the fp16-compute
+    one; the same run with one weight 1.5 quanta (of the fp16-compute bound) off fails it."""
+    prepared = _prepared("ecbsr")
+    _, x = _inputs(prepared)[1]
+
+    def half_run(module) -> np.ndarray:
+        with torch.no_grad():
+            return module.half()(torch.from_numpy(x).half()).float().numpy()
+
+    half = at_precision(prepared.deploy, pipeline_precision("fp32")).float()
+    out = half_run(half)
+    assert check_output(prepared.train, x, out, prepared.deploy, "fp16-compute").used <= 1.0
+    assert check_output(prepared.train, x, out, prepared.deploy, "fp32").used > 10
+    assert check_output(prepared.train, x, out, prepared.deploy, "fp16").used > 10
+    layer = _middle_conv(prepared)
+    index = _largest_weight(layer)
+    quantum = _quantum(prepared, x, layer, index, "fp16-compute")
+    with torch.no_grad():
+        dict(half.named_modules())[MIDDLE["ecbsr"]].weight[index] += 1.5 * quantum
+    assert check_output(prepared.train, x, half_run(half), prepared.deploy, "fp16-compute").used > 1.0
+
+
 @pytest.mark.parametrize("broken", ["wrong-tap", "swapped-channels", "dropped-residual"])
 def test_real_math_errors_fail_by_orders_of_magnitude(broken):
     prepared = _prepared("ecbsr")

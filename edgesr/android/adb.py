@@ -54,10 +54,35 @@ def parse_devices(text: str) -> list[AdbDevice]:
     return devices
 
 
+def server_args(server: str) -> tuple[str, ...]:
+    """`adb -H HOST -P PORT` for a server given as HOST:PORT (an adb server on another machine)."""
+    host, _, port = server.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"adb server '{server}' is not HOST:PORT (e.g. 192.168.1.20:5037)")
+    return "-H", host, "-P", port
+
+
+def check_ready(device: AdbDevice) -> None:
+    """A device adb can run commands on; a clear error for every other state."""
+    if device.state == "unauthorized":
+        raise UserError(f"device {device.serial} is unauthorized: unlock the phone and accept the "
+                        "'Allow USB debugging' RSA key prompt, then retry")
+    if device.state == "offline":
+        raise UserError(f"device {device.serial} is offline: reconnect it (replug USB or "
+                        "'adb reconnect') and retry")
+    if device.state != "device":
+        raise UserError(f"device {device.serial} is in state '{device.state}', not 'device'")
+
+
+class DeviceLost(ToolError):
+    """The device disconnected: nothing more can run on it."""
+
+
 class Adb:
     """Runs the adb client; every failure becomes a one-line UserError or ToolError."""
 
-    def __init__(self, adb_path: str | None = None, server_port: int | None = None, timeout: float = 120):
+    def __init__(self, adb_path: str | None = None, server_port: int | None = None, timeout: float = 120,
+                 server: str | None = None):
         found = adb_path if adb_path and Path(adb_path).is_file() else shutil.which(adb_path or "adb")
         if not found:
             raise UserError(f"adb not found{' at ' + adb_path if adb_path else ''}: install Android platform-tools "
@@ -66,12 +91,14 @@ class Adb:
         self.env = dict(os.environ)
         if server_port:
             self.env["ANDROID_ADB_SERVER_PORT"] = str(server_port)
+        self.server = server
+        self.server_args = server_args(server) if server else ()
         self.timeout = timeout
 
     def run(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
         """Run `adb ARGS`, returning the completed process (no exit-code check)."""
         try:
-            return subprocess.run([self.path, *args], capture_output=True, text=True, env=self.env,
+            return subprocess.run([self.path, *self.server_args, *args], capture_output=True, text=True, env=self.env,
                                   timeout=timeout or self.timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise ToolError(f"adb {' '.join(args[:3])} did not finish within {timeout or self.timeout:.0f} s") from None
@@ -80,36 +107,10 @@ class Adb:
         """Every device the adb server knows, with its state (device/offline/unauthorized/...)."""
         result = self.run("devices", "-l", timeout=60)
         if result.returncode != 0:
-            raise ToolError(f"'{self.path} devices' failed: {_last_line(result)}: is the adb server running and "
-                            "reachable ('adb start-server')?")
+            where = f" on {self.server}" if self.server else ""
+            raise ToolError(f"'{self.path} devices' failed{where}: {_last_line(result)}: is the adb server running "
+                            "and reachable ('adb start-server')?")
         return parse_devices(result.stdout)
-
-    def select(self, serial: str | None) -> AdbDevice:
-        """The device to use: the only one, or --serial; clear errors for every other case."""
-        devices = self.devices()
-        if serial:
-            matches = [d for d in devices if d.serial == serial]
-            if not matches:
-                known = ", ".join(f"{d.serial} ({d.state})" for d in devices) or "none"
-                raise UserError(f"device {serial} is not connected (adb sees: {known})")
-            device = matches[0]
-        elif not devices:
-            raise UserError("no adb device connected: plug in the phone with USB debugging on "
-                            "(or 'adb connect HOST:PORT') and check 'adb devices'")
-        elif len(devices) > 1:
-            raise UserError(f"{len(devices)} adb devices connected ({', '.join(d.serial for d in devices)}): "
-                            "pick one with «serial»")
-        else:
-            device = devices[0]
-        if device.state == "unauthorized":
-            raise UserError(f"device {device.serial} is unauthorized: unlock the phone and accept the "
-                            "'Allow USB debugging' RSA key prompt, then retry")
-        if device.state == "offline":
-            raise UserError(f"device {device.serial} is offline: reconnect it (replug USB or "
-                            "'adb reconnect') and retry")
-        if device.state != "device":
-            raise UserError(f"device {device.serial} is in state '{device.state}', not 'device'")
-        return device
 
     def _lost(self, serial: str, what: str, result: subprocess.CompletedProcess) -> ToolError | None:
         """A ToolError if adb itself (not the remote command) failed because the device went away."""
@@ -117,7 +118,7 @@ class Adb:
         last = message.splitlines()[-1] if message else ""
         if result.returncode != 0 and last.startswith(("error:", "adb: error")) and \
                 any(k in last.lower() for k in _LOST):
-            return ToolError(f"device {serial} disconnected during {what}: {last}")
+            return DeviceLost(f"device {serial} disconnected during {what}: {last}")
         return None
 
     def shell(self, serial: str, command: str, timeout: float | None = None) -> ShellResult:
@@ -132,7 +133,7 @@ class Adb:
             raise lost
         tail = f"\n{_DONE}\n"
         if not result.stdout.endswith(tail):
-            raise ToolError(f"device {serial} disconnected during {what}: the command's output was cut off")
+            raise DeviceLost(f"device {serial} disconnected during {what}: the command's output was cut off")
         return ShellResult(result.stdout[: -len(tail)], result.stderr, result.returncode)
 
     def check_shell(self, serial: str, command: str, what: str, timeout: float | None = None) -> str:
@@ -153,3 +154,12 @@ class Adb:
             lines = (result.stderr + "\n" + result.stdout).strip().splitlines()
             detail = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "unknown error")
             raise ToolError(f"pushing {Path(local).name} to {serial}:{remote} failed: {detail.strip()}")
+
+    def pull(self, serial: str, remote: str, local: Path) -> None:
+        """adb pull; a failed pull is a one-line ToolError naming the file."""
+        result = self.run("-s", serial, "pull", remote, str(local))
+        lost = self._lost(serial, f"pull of {remote}", result)
+        if lost:
+            raise lost
+        if result.returncode != 0 or not Path(local).is_file():
+            raise ToolError(f"pulling {serial}:{remote} failed: {_last_line(result)}")

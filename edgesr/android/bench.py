@@ -11,13 +11,21 @@ from pathlib import Path
 
 from edgesr.android.adb import Adb
 from edgesr.android.facts import core_mask, device_facts, read_thermal
-from edgesr.android.output import BenchmarkOutput, parse_benchmark_output, parse_executor_runner_output
+from edgesr.android.output import (
+    BenchmarkOutput,
+    hottest_zones,
+    parse_benchmark_output,
+    parse_delegation,
+    parse_executor_runner_output,
+    pooled,
+)
 from edgesr.errors import ToolError, UserError
 
 DELEGATES = {"cpu": ("--use_xnnpack=false",), "xnnpack": ("--use_xnnpack=true",),
              "gpu": ("--use_gpu=true",), "nnapi": ("--use_nnapi=true",)}
 DEVICE_DIR = "/data/local/tmp/edgesr"
 RUNNER = Path(__file__).with_name("run_benchmark.sh")
+THERMAL_DIR = "/sys/class/thermal"
 
 
 @dataclass(frozen=True)
@@ -69,15 +77,37 @@ class DeviceSettings:
     extra_args: tuple[str, ...] = ()
     device_dir: str = DEVICE_DIR
     timeout_s: float = 900
+    cv_target: float = 0.03  # repeat a case until the run-to-run coefficient of variation is at most this
+    max_repeats: int = 5  # ... or it ran this often
 
 
 @dataclass(frozen=True)
 class DeviceResult:
-    """A case and what benchmark_model reported for it."""
+    """A case and what the benchmark binary reported for it over its repeats (pooled)."""
 
     case: DeviceCase
     output: BenchmarkOutput
     cores_mask: str
+    repeat_means_us: tuple[float, ...] = ()
+    thermal_before_c: float | None = None  # hottest zone before the first repeat
+    thermal_after_c: float | None = None  # and after the last
+    delegation: str | None = None  # what the delegate took, as the tool reported it
+
+    @property
+    def cv(self) -> float | None:
+        """Run-to-run coefficient of variation of the repeats' means (population std / mean)."""
+        return coefficient_of_variation(self.repeat_means_us)
+
+    def stable(self, target: float) -> bool | None:
+        return None if self.cv is None else self.cv <= target
+
+
+def coefficient_of_variation(values: tuple[float, ...] | list[float]) -> float | None:
+    """std / mean of at least two values (None for fewer)."""
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5 / mean
 
 
 def check_binary(path: Path | None, binary: str = "benchmark_model") -> Path:
@@ -169,11 +199,11 @@ def benchmark_command(settings: DeviceSettings, binary_remote: str, model_remote
     max_temp_mc = int(settings.max_temp_c * 1000) if settings.max_temp_c else 0
     flags = TOOLS[case.runtime].flags(settings, model_remote, input_name, case)
     words = ["sh", f"{settings.device_dir}/run_benchmark.sh", str(settings.cooldown_s), str(max_temp_mc), mask,
-             binary_remote, *flags]
+             THERMAL_DIR, binary_remote, *flags]
     return " ".join(shlex.quote(word) for word in words)
 
 
-def _push_binary(adb: Adb, serial: str, settings: DeviceSettings, tool: DeviceTool) -> str:
+def push_binary(adb: Adb, serial: str, settings: DeviceSettings, tool: DeviceTool) -> str:
     """Push the benchmark binary unless the same bytes are already cached on the device."""
     digest = _sha256(settings.binary)
     remote = f"{settings.device_dir}/{tool.binary}-{digest[:16]}"
@@ -182,6 +212,14 @@ def _push_binary(adb: Adb, serial: str, settings: DeviceSettings, tool: DeviceTo
         adb.push(serial, settings.binary, remote)
     adb.check_shell(serial, f"chmod 755 {shlex.quote(remote)}", f"making {tool.binary} executable")
     return remote
+
+
+def remove_quietly(adb: Adb, serial: str, paths: list[str]) -> None:
+    """Remove pushed files; a device that is gone keeps them (the error that got here is the one to report)."""
+    try:
+        adb.shell(serial, "rm -f " + " ".join(shlex.quote(p) for p in paths), timeout=30)
+    except ToolError:
+        pass
 
 
 def run_device_bench(adb: Adb, serial: str, files: dict[tuple[str, str], Path], cases: list[DeviceCase],
@@ -197,7 +235,7 @@ def run_device_bench(adb: Adb, serial: str, files: dict[tuple[str, str], Path], 
     pushed: list[str] = [f"{settings.device_dir}/run_benchmark.sh"]
     try:
         progress(f"pushing {tool.binary} ({settings.binary.stat().st_size / 1e6:.1f} MB, cached by checksum)")
-        binary_remote = _push_binary(adb, serial, settings, tool)
+        binary_remote = push_binary(adb, serial, settings, tool)
         adb.push(serial, RUNNER, pushed[0])
         remotes = {}
         for key, path in files.items():
@@ -211,25 +249,41 @@ def run_device_bench(adb: Adb, serial: str, files: dict[tuple[str, str], Path], 
             progress(f"[{i + 1}/{len(cases)}] {case.label} on {serial} (cores {settings.cores}={mask}, "
                      f"cool-down {settings.cooldown_s} s)")
             command = benchmark_command(settings, binary_remote, remotes[case.key], names[case.key], case, mask)
-            result = adb.shell(serial, command, timeout=settings.timeout_s)
-            text = result.stdout + "\n" + result.stderr
-            if result.exit_code != 0:
-                detail = [line for line in text.strip().splitlines() if line.strip()][-1:] or ["no output"]
-                raise ToolError(f"{tool.binary} exited with code {result.exit_code} for {case.label}: {detail[0]}")
-            results.append(DeviceResult(case, tool.parse(text, settings), mask))
+            results.append(_until_stable(adb, serial, command, case, mask, settings, tool, progress))
         facts["thermal_after_c"] = read_thermal(adb, serial)
         facts["benchmark_tool"] = "stand-in" if any(r.output.standin for r in results) else tool.binary
         facts["runtime"] = tool.runtime
         return facts, results
     finally:
         if not settings.keep:
-            try:
-                adb.shell(serial, "rm -f " + " ".join(shlex.quote(p) for p in pushed), timeout=30)
-            except ToolError:
-                pass  # the device is gone; the error that got us here is the one to report
+            remove_quietly(adb, serial, pushed)
 
 
-def device_case_record(result: DeviceResult, serial: str, model: dict, macs_per_pixel: float | None) -> dict:
+def _until_stable(adb: Adb, serial: str, command: str, case: DeviceCase, mask: str, settings: DeviceSettings,
+                  tool: DeviceTool, progress: Callable[[str], None]) -> DeviceResult:
+    """Run one case until the means of its runs vary by at most settings.cv_target (at least two
+    runs), or settings.max_repeats runs; each run has its own cool-down and temperature gate."""
+    outputs, temperatures = [], []
+    while True:
+        result = adb.shell(serial, command, timeout=settings.timeout_s)
+        text = result.stdout + "\n" + result.stderr
+        if result.exit_code != 0:
+            detail = [line for line in text.strip().splitlines() if line.strip()][-1:] or ["no output"]
+            raise ToolError(f"{tool.binary} exited with code {result.exit_code} for {case.label}: {detail[0]}")
+        outputs.append(tool.parse(text, settings))
+        temperatures.append(hottest_zones(text))
+        cv = coefficient_of_variation([o.inference_avg_us for o in outputs])
+        if len(outputs) >= settings.max_repeats or (cv is not None and cv <= settings.cv_target):
+            break
+        progress(f"  run {len(outputs)}: run-to-run CV {100 * cv:.1f}% > {100 * settings.cv_target:g}%, again"
+                 if cv is not None else f"  run {len(outputs)} done, again for a CV")
+    delegated = parse_delegation(text)
+    return DeviceResult(case, pooled(outputs), mask, tuple(o.inference_avg_us for o in outputs),
+                        temperatures[0]["before"], temperatures[-1]["after"], delegated.format() if delegated else None)
+
+
+def device_case_record(result: DeviceResult, device: str, model: dict, macs_per_pixel: float | None,
+                       cv_target: float) -> dict:
     """A report case in the host report's schema. benchmark_model reports mean/min/max/std but no
     per-run times, so median and p90 are None rather than invented; executor_runner prints each run."""
     import numpy as np
@@ -244,10 +298,15 @@ def device_case_record(result: DeviceResult, serial: str, model: dict, macs_per_
                "p90_ms": float(np.percentile(runs_ms, 90)) if runs_ms is not None else None,
                "max_ms": steady.max_us / 1000 if steady else None, "std_ms": steady.std_us / 1000 if steady else None}
     macs = macs_per_pixel * n * h * w if macs_per_pixel else None
-    return {"device": f"adb:{serial}", **model, "graph": case.graph, "runtime": case.runtime,
+    cv = result.cv
+    return {"device": device, **model, "graph": case.graph, "runtime": case.runtime,
             "precision": case.precision,
             "delegate": case.delegate, "cores_mask": result.cores_mask, "input": list(case.shape),
             "threads": case.threads, "latency": latency, "first_ms": out.first_us / 1000 if out.first_us else None,
             "init_ms": out.init_us / 1000, "peak_rss_mb": out.peak_memory_mb or out.memory_overall_mb,
             "params": model.get("params"), "macs": macs, "gflops": 2 * macs / (mean_ms * 1e6) if macs else None,
-            "ceiling_gops": None, "ceiling_fraction": None}
+            "ceiling_gops": None, "ceiling_fraction": None,
+            "repeats": len(result.repeat_means_us), "repeat_means_ms": [m / 1000 for m in result.repeat_means_us],
+            "cv": cv, "cv_target": cv_target, "stable": result.stable(cv_target),
+            "thermal_before_c": result.thermal_before_c, "thermal_after_c": result.thermal_after_c,
+            "delegation": result.delegation}

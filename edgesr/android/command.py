@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from edgesr import metadata
-from edgesr.android.adb import Adb
 from edgesr.android.bench import (
     DELEGATES,
     TOOLS,
@@ -25,9 +24,10 @@ from edgesr.android.bench import (
     device_case_record,
     run_device_bench,
 )
+from edgesr.android.fleet import Phone, on_each
 from edgesr.bench import report as reports
 from edgesr.bench.host import parse_shape
-from edgesr.errors import UserError
+from edgesr.errors import ToolError, UserError
 from edgesr.family import IOSpec
 from edgesr.images import PHOTOS, photo_crop
 from edgesr.model import Prepared
@@ -136,7 +136,7 @@ def _models(prepare_model: Callable[[], Prepared] | None, given: Path | None, pr
                     "weights": prepared.weights, "params": params}
 
 
-def estimates(records: list[dict], loads: dict[tuple[str, tuple], Workload]) -> list[dict]:
+def estimates(records: list[dict], loads: dict[tuple[str, tuple], Workload], device: str) -> list[dict]:
     """Whole-image times of multi-graph models: every recorded call at its graph's measured time."""
     rows = []
     for (precision, shape), load in loads.items():
@@ -147,26 +147,30 @@ def estimates(records: list[dict], loads: dict[tuple[str, tuple], Workload]) -> 
             times = {(r["graph"], tuple(r["input"])): r["latency"]["mean_ms"] for r in records
                      if r["precision"] == precision and r["delegate"] == delegate and r["threads"] == threads}
             total = sum(count * times[(graph, s)] for graph, calls in load.items() for s, count in calls.items())
-            rows.append({"precision": precision, "input": list(shape), "delegate": delegate, "threads": threads,
-                         "calls": {graph: sum(calls.values()) for graph, calls in load.items()}, "estimate_ms": total})
+            rows.append({"device": device, "precision": precision, "input": list(shape), "delegate": delegate,
+                         "threads": threads, "calls": {graph: sum(calls.values()) for graph, calls in load.items()},
+                         "estimate_ms": total})
     return rows
 
 
 def format_estimates(rows: list[dict]) -> str:
-    lines = [f"{'input':<12} {'prec':<5} {'delegate':<8} {'thr':>3} {'estimate ms':>11}  calls per graph"]
+    lines = [f"{'device':<28} {'input':<12} {'prec':<5} {'delegate':<8} {'thr':>3} {'estimate ms':>11}  "
+             "calls per graph"]
     for r in rows:
         calls = ", ".join(f"{g} x{n}" for g, n in r["calls"].items())
-        lines.append(f"{'x'.join(map(str, r['input'][2:])):<12} {r['precision']:<5} {r['delegate']:<8} "
-                     f"{r['threads']:>3} {r['estimate_ms']:>11.1f}  {calls}")
+        lines.append(f"{r['device']:<28} {'x'.join(map(str, r['input'][2:])):<12} {r['precision']:<5} "
+                     f"{r['delegate']:<8} {r['threads']:>3} {r['estimate_ms']:>11.1f}  {calls}")
     return "\n".join(lines)
 
 
-def bench_on_device(adb: Adb, serial: str, prepare_model: Callable[[], Prepared] | None, given: Path | None,
+def bench_on_phones(phones: list[Phone], prepare_model: Callable[[], Prepared] | None, given: Path | None,
                     precisions: list[str], delegates: list[str], threads: list[int], inputs: list[str],
                     settings: DeviceSettings, progress: Callable[[str], None],
                     tool: DeviceTool = TOOLS["tflite"]) -> dict:
-    """Export (or take a given file or bundle of the tool's format), time every graph at the
-    shapes it runs through adb, and build the report (whole-image estimates for multi-graph models)."""
+    """Export (or take a given file or bundle of the tool's format) once, time every graph at the
+    shapes it runs on every phone in parallel, and build one report (whole-image estimates for
+    multi-graph models). A phone that fails loses only its own rows: the report lists it under
+    "failed" with the reason; if every phone fails, the first reason is raised."""
     check_binary(settings.binary, tool.binary)
     with tempfile.TemporaryDirectory(prefix="edgesr-adb-") as tmp:
         models, model_facts = _models(prepare_model, given, precisions, Path(tmp), progress, tool)
@@ -185,12 +189,34 @@ def bench_on_device(adb: Adb, serial: str, prepare_model: Callable[[], Prepared]
                  for s in calls]
         cases = list(dict.fromkeys(cases))
         macs = {key: (metadata.read(path) or {}).get("macs_per_pixel") for key, path in files.items()}
-        facts, results = run_device_bench(adb, serial, files, cases, settings, progress)
-    report = reports.new_report(facts, {"warmup": settings.warmup, "runs": settings.runs, "cores": settings.cores,
-                                        "cooldown_s": settings.cooldown_s, "max_temp_c": settings.max_temp_c,
-                                        "benchmark_binary": settings.binary.name,
-                                        "weights": model_facts["weights"]})
+
+        def on(phone: Phone):
+            say = progress if len(phones) == 1 else (lambda text: progress(f"{phone.label}: {text}"))
+            return run_device_bench(phone.adb, phone.serial, files, cases, settings, say)
+
+        outcomes = on_each(phones, on)
+    done = [o for o in outcomes if o.result is not None]
+    if not done:
+        raise ToolError("; ".join(f"{o.phone.label}: {o.error}" for o in outcomes))
+    members = []
+    for outcome in done:
+        facts = outcome.result[0]
+        members.append({**facts, "label": outcome.phone.label})
+    device = members[0] if len(phones) == 1 else fleet_facts(members)
+    report = reports.new_report(device, {"warmup": settings.warmup, "runs": settings.runs, "cores": settings.cores,
+                                         "cooldown_s": settings.cooldown_s, "max_temp_c": settings.max_temp_c,
+                                         "cv_target": settings.cv_target, "max_repeats": settings.max_repeats,
+                                         "benchmark_binary": settings.binary.name,
+                                         "weights": model_facts["weights"]})
     record_model = {k: model_facts[k] for k in ("model", "variant", "scale", "params") if k in model_facts}
-    report["cases"] = [device_case_record(r, serial, record_model, macs.get(r.case.key)) for r in results]
-    report["estimates"] = estimates(report["cases"], loads)
+    report["cases"] = [device_case_record(r, o.phone.label, record_model, macs.get(r.case.key), settings.cv_target)
+                       for o in done for r in o.result[1]]
+    report["failed"] = [{"device": o.phone.label, "reason": o.error} for o in outcomes if o.error]
+    report["estimates"] = [row for o in done for row in estimates(
+        [c for c in report["cases"] if c["device"] == o.phone.label], loads, o.phone.label)]
     return report
+
+
+def fleet_facts(members: list[dict]) -> dict:
+    """A report's device entry for several phones: each one's facts under "members"."""
+    return {"kind": "fleet", "name": f"{len(members)} devices", "members": members}

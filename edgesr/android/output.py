@@ -113,3 +113,70 @@ def parse_executor_runner_output(text: str, warmup: int) -> BenchmarkOutput:
     warm_stats = RunStats(len(warm), warm[0], min(warm), max(warm), sum(warm) / len(warm), 0.0) if warm else None
     return BenchmarkOutput(float(loaded.group(1)) * 1000.0, runs[0], warm_stats.avg_us if warm_stats else None, mean,
                            steady, warm_stats, None, None, None, EXECUTOR_STANDIN_BANNER in text, tuple(timed))
+
+
+_HOTTEST = re.compile(r"edgesr: hottest thermal zone (before|after) run: (-?\d+) milli-C")
+
+
+def hottest_zones(text: str) -> dict[str, float | None]:
+    """The hottest thermal zone (C) run_benchmark.sh saw before and after the run (None if unreadable)."""
+    found = {m.group(1): int(m.group(2)) / 1000 for m in _HOTTEST.finditer(text)}
+    return {when: found.get(when) or None for when in ("before", "after")}
+
+
+def pooled(outputs: list[BenchmarkOutput]) -> BenchmarkOutput:
+    """Several runs of the same case as one: timed runs pooled (mean of the means, pooled standard
+    deviation, extreme min and max), the first run's first inference, the median init, peak memory."""
+    import statistics
+
+    if len(outputs) == 1:
+        return outputs[0]
+    steady = [o.steady for o in outputs if o.steady]
+    mean = sum(o.inference_avg_us for o in outputs) / len(outputs)
+    stats = None
+    if len(steady) == len(outputs):
+        count = sum(s.count for s in steady)
+        var = sum(s.count * (s.std_us ** 2 + (s.avg_us - mean) ** 2) for s in steady) / count
+        stats = RunStats(count, steady[0].first_us, min(s.min_us for s in steady), max(s.max_us for s in steady),
+                         mean, var ** 0.5)
+    runs = tuple(r for o in outputs for r in o.runs_us) if all(o.runs_us for o in outputs) else None
+    peaks = [o.peak_memory_mb for o in outputs if o.peak_memory_mb is not None]
+    overall = [o.memory_overall_mb for o in outputs if o.memory_overall_mb is not None]
+    first = outputs[0]
+    return BenchmarkOutput(statistics.median(o.init_us for o in outputs), first.first_us, first.warmup_avg_us, mean,
+                           stats, first.warmup, first.memory_init_mb, max(overall) if overall else None,
+                           max(peaks) if peaks else None, any(o.standin for o in outputs), runs)
+
+
+_FULL = re.compile(r"Explicitly applied (\S+) delegate, and the model graph will be completely executed")
+_PARTIAL = re.compile(r"Explicitly applied (\S+) delegate, and the model graph will be partially executed by the "
+                      r"delegate w/ (\d+) delegate kernels")
+_NONE = re.compile(r"Though (\S+) delegate is explicitly applied, the model graph will not be executed")
+
+
+@dataclass(frozen=True)
+class Delegated:
+    """How much of a graph benchmark_model's delegate took (its "Explicitly applied" line)."""
+
+    delegate: str
+    kernels: int  # delegate kernels (partitions); 0: none
+    complete: bool
+
+    def format(self) -> str:
+        if self.complete:
+            return f"all ({self.delegate})"
+        if self.kernels:
+            return f"partial ({self.delegate}, {self.kernels} kernels)"
+        return f"none ({self.delegate})"
+
+
+def parse_delegation(text: str) -> Delegated | None:
+    """What benchmark_model said about its delegate; None when it applied none (plain CPU kernels)."""
+    full, partial, none = _FULL.search(text), _PARTIAL.search(text), _NONE.search(text)
+    if full:
+        return Delegated(full.group(1), 1, True)
+    if partial:
+        return Delegated(partial.group(1), int(partial.group(2)), False)
+    if none:
+        return Delegated(none.group(1), 0, False)
+    return None

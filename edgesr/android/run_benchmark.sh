@@ -1,16 +1,17 @@
 # edgesr device-side runner, pushed to the phone and run as:
-#   sh run_benchmark.sh COOLDOWN_S MAX_TEMP_MILLI_C CPU_MASK BINARY [benchmark_model flags...]
+#   sh run_benchmark.sh COOLDOWN_S MAX_TEMP_MILLI_C CPU_MASK THERMAL_DIR BINARY [benchmark_model flags...]
 # Sleeps COOLDOWN_S, then (if MAX_TEMP_MILLI_C > 0) waits up to 300 s until every thermal zone
-# is at or below it, prints the hottest zone, then runs BINARY pinned to CPU_MASK with taskset.
-# Exit codes: the binary's own; 75 if the device stayed too hot.
+# under THERMAL_DIR (/sys/class/thermal on a phone) is at or below it, prints the hottest zone,
+# runs BINARY pinned to CPU_MASK with taskset and prints the hottest zone again. Exit codes: the binary's own; 75 if the device stayed too hot.
 cooldown=$1
 max_temp=$2
 mask=$3
-shift 3
+thermal=$4
+shift 4
 
 hottest_zone() {
   hottest=0
-  for zone in /sys/class/thermal/thermal_zone*; do
+  for zone in "$thermal"/thermal_zone*; do
     [ -r "$zone/temp" ] || continue
     t=$(cat "$zone/temp" 2>/dev/null)
     case "$t" in ''|*[!0-9-]*) continue ;; esac
@@ -32,4 +33,7 @@ if [ "$max_temp" -gt 0 ]; then
   done
 fi
 echo "edgesr: hottest thermal zone before run: $(hottest_zone) milli-C"
-exec taskset "$mask" "$@"
+taskset "$mask" "$@"
+rc=$?
+echo "edgesr: hottest thermal zone after run: $(hottest_zone) milli-C"
+exit $rc

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import platform
+import textwrap
 import time
 from importlib import metadata
 from pathlib import Path
@@ -34,6 +35,9 @@ STANDIN_OF = {"tflite": ("benchmark_model", "LiteRT"), "executorch": ("executor_
 
 def device_title(device: dict) -> str:
     """Where a report ran, in words; a test rig says so (loopback device, stand-in tool)."""
+    if device.get("members"):  # a fleet
+        return f"{len(device['members'])} devices: " + "; ".join(
+            f"{m.get('label', m.get('serial'))} = {device_title(m)}" for m in device["members"])
     name = device.get("name", device.get("kind"))
     rig = []
     if device.get("test_device"):
@@ -98,32 +102,56 @@ def ceiling_line(device: dict) -> str:
     return f"ceiling ({ceiling['method']}): " + "; ".join(parts)
 
 
+def _devices(cases: list[dict]) -> list[str]:
+    return list(dict.fromkeys(c.get("device", "") for c in cases))
+
+
+def _cv_cell(case: dict) -> str:
+    """Run-to-run CV of a device case in %, '!' when it never reached its target; '-' on the host."""
+    if case.get("cv") is None:
+        return "-"
+    return f"{100 * case['cv']:.1f}" + ("!" if case.get("stable") is False else "")
+
+
 def format_table(report: dict) -> str:
-    """Terminal table: one row per case ('-' where a runtime does not report a number)."""
-    header = (f"{'model':<14} {'runtime':<18} {'prec':<5} {'input':<13} {'thr':>3} {'median':>9} {'mean':>9} "
-              f"{'p90':>9} {'min':>9} {'std':>7} {'first':>9} {'init':>8} {'peak MB':>8} {'GOP/s':>8} {'%ceil':>6} "
-              f"{'xnn':>5}")
+    """Terminal table: one row per case ('-' where a runtime does not report a number); a device
+    column when the report covers several devices, a CV column for device runs."""
+    cases = report["cases"]
+    several = len(_devices(cases)) > 1
+    wide = max([6] + [len(c.get("device", "")) for c in cases]) if several else 0
+    device_head = f"{'device':<{wide}} " if several else ""
+    repeated = any(c.get("cv") is not None for c in cases)
+    cv_head = f" {'cv%':>6}" if repeated else ""
+    header = (f"{device_head}{'model':<14} {'runtime':<18} {'prec':<5} {'input':<13} {'thr':>3} {'median':>9} "
+              f"{'mean':>9} {'p90':>9} {'min':>9} {'std':>7} {'first':>9} {'init':>8} {'peak MB':>8} {'GOP/s':>8} "
+              f"{'%ceil':>6} {'xnn':>5}{cv_head}")
     lines = [header, "-" * len(header)]
-    for c in report["cases"]:
+    for c in cases:
         lat = c["latency"]
         runtime = c["runtime"] + (f"/{c['delegate']}" if c.get("delegate") else "")
         peak = None if c.get("ceiling_fraction") is None else 100 * c["ceiling_fraction"]
-        lines.append(f"{model_label(c):<14} {runtime:<18} {c['precision']:<5} {_shape(c):<13} {c['threads']:>3} "
-                     f"{_num(lat['median_ms'], '9.2f'):>9} {_num(lat['mean_ms'], '9.2f'):>9} "
+        device = f"{c.get('device', ''):<{wide}} " if several else ""
+        lines.append(f"{device}{model_label(c):<14} {runtime:<18} {c['precision']:<5} {_shape(c):<13} "
+                     f"{c['threads']:>3} {_num(lat['median_ms'], '9.2f'):>9} {_num(lat['mean_ms'], '9.2f'):>9} "
                      f"{_num(lat['p90_ms'], '9.2f'):>9} {_num(lat['min_ms'], '9.2f'):>9} "
                      f"{_num(lat['std_ms'], '7.2f'):>7} {_num(c.get('first_ms'), '9.2f'):>9} "
                      f"{_num(c.get('init_ms'), '8.0f'):>8} {_num(c.get('peak_rss_mb'), '8.0f'):>8} "
-                     f"{_num(c.get('gflops'), '8.1f'):>8} {_num(peak, '6.1f'):>6} {xnnpack_cell(c):>5}")
+                     f"{_num(c.get('gflops'), '8.1f'):>8} {_num(peak, '6.1f'):>6} {xnnpack_cell(c):>5}"
+                     + (f" {_cv_cell(c):>6}" if repeated else ""))
+    for failed in report.get("failed", []):
+        lines.append(f"{failed['device']}: FAILED, no rows: {failed['reason']}")
     lines.append("times in ms (timed runs; first = first inference; init = model load, imports excluded); "
                  "peak MB = peak resident memory; GOP/s = 2 x MACs / median (mean where no median); %ceil = of the "
                  "measured GEMM ceiling at that precision and thread count; xnn = XNNPACK partitions, -N ops "
-                 "left outside it")
+                 "left outside it" + ("; cv% = run-to-run coefficient of variation of the repeated runs' means "
+                                      "(! = never reached its target)" if repeated else ""))
     return "\n".join(lines)
 
 
 CSV_FIELDS = ("model", "variant", "scale", "device", "runtime", "delegate", "precision", "input", "threads", "runs",
               "min_ms", "median_ms", "mean_ms", "p90_ms", "max_ms", "std_ms", "first_ms", "init_ms",
-              "peak_rss_mb", "params", "macs", "gflops", "ceiling_gops", "ceiling_fraction")
+              "peak_rss_mb", "params", "macs", "gflops", "ceiling_gops", "ceiling_fraction", "repeats", "cv", "stable",
+              "thermal_before_c", "thermal_after_c")
 
 
 def to_csv(report: dict) -> str:
@@ -179,10 +207,14 @@ def _plot_sizes(ax, cases: list[dict], colors) -> None:
 
 def _plot_bars(ax, cases: list[dict], colors) -> None:
     """Latency at each model's largest input. One model: a group per runtime/precision, a bar
-    per thread count. Several models: a group per model, a bar per runtime/precision/threads."""
+    per thread count. Several models: a group per model, a bar per runtime/precision/threads.
+    Several devices: a group per device, a bar per model/runtime/precision/threads."""
     largest: dict[tuple[str, str, int], tuple[int, float]] = {}
+    by_device = len(_devices(cases)) > 1
     for c in cases:
-        key = (model_label(c), _series_label(c), c["threads"])
+        group = c["device"] if by_device else model_label(c)
+        series = f"{model_label(c)} {_series_label(c)}" if by_device else _series_label(c)
+        key = (group, series, c["threads"])
         pixels = c["input"][0] * c["input"][2] * c["input"][3]
         if key not in largest or pixels > largest[key][0]:
             largest[key] = (pixels, headline_ms(c))
@@ -208,7 +240,7 @@ def _plot_bars(ax, cases: list[dict], colors) -> None:
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("median (device: mean) latency (ms) at the largest input")
-    ax.set_title(models[0] if len(models) == 1 else "Per model")
+    ax.set_title("Per device" if by_device else models[0] if len(models) == 1 else "Per model")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if len(hues) > 8 else 1)
 
@@ -230,7 +262,8 @@ def plot_png(report: dict, path: Path, force: bool = False) -> None:
     _plot_bars(axes[0][0], cases, colors)
     device = report["device"]
     sizes = ", ".join(sorted({_shape(c) for c in cases}))
-    fig.suptitle(f"edgesr bench on {device_title(device)} (input {sizes})", fontsize=10)
+    title = textwrap.fill(f"edgesr bench on {device_title(device)} (input {sizes})", 130)
+    fig.suptitle(title, fontsize=10 if "\n" not in title else 8)
     fig.tight_layout()
     with atomic_output(Path(path), force) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edgesr.cli.common import Parser, add_model_args, at_least, check_outputs, open_exported, prepare, progress, say
@@ -55,34 +56,61 @@ def _host(args: argparse.Namespace) -> int:
 
 
 def _adb(args: argparse.Namespace) -> int:
-    from edgesr.android.adb import Adb
     from edgesr.android.bench import DeviceSettings, check_binary
-    from edgesr.android.command import bench_on_device, check_device_options, device_tool, format_estimates
+    from edgesr.android.command import bench_on_phones, check_device_options, device_tool, format_estimates
     from edgesr.bench import report as reports
+    from edgesr.cli.device import phones
 
     tool = device_tool(args.runtime)
     args.precision = args.precision or ["fp32"]
     check_device_options(args.delegate, args.precision, args.threads, args.warmup, args.runs, args.cooldown, tool)
     binary = check_binary(args.benchmark_binary, tool.binary)
-    adb = Adb(args.adb)
-    device = adb.select(args.serial)
+    if args.verify and (args.model_file or tool.runtime != "tflite"):
+        raise UserError("--verify checks .tflite files exported here against their training graph: drop --model-file "
+                        "and use --runtime tflite, or run without --verify")
+    chosen = phones(args)
     settings = DeviceSettings(binary, args.cores, args.cooldown, args.max_temp, args.warmup, args.runs, args.keep,
-                              tuple(args.benchmark_arg))
-    report = bench_on_device(adb, device.serial, None if args.model_file else lambda: prepare(args), args.model_file,
+                              tuple(args.benchmark_arg), cv_target=args.cv_target / 100, max_repeats=args.max_repeats)
+    prepared = prepare(args) if args.verify else None
+    verified = _verify_first(args, prepared, chosen, settings) if args.verify else None
+    report = bench_on_phones(chosen, None if args.model_file else lambda: prepared or prepare(args), args.model_file,
                              args.precision, args.delegate, args.threads, args.input, settings, progress, tool)
-    facts = report["device"]
-    say(args, f"bench on {reports.device_title(facts)} ({device.serial}, Android {facts['android']}, {facts['abi']}, "
-              f"SoC {facts['soc']}); cores {args.cores}; thermal before {facts['thermal_c']}, "
-              f"after {facts['thermal_after_c']}")
+    for facts in report["device"].get("members", [report["device"]]):
+        say(args, f"bench on {reports.device_title(facts)} ({facts['serial']}, Android {facts['android']}, "
+                  f"{facts['abi']}, SoC {facts['soc']}); cores {args.cores}; thermal before {facts['thermal_c']}, "
+                  f"after {facts['thermal_after_c']}")
     say(args, reports.format_table(report))
+    unstable = [c for c in report["cases"] if c.get("stable") is False]
+    if unstable:
+        say(args, f"{len(unstable)} case(s) never reached a run-to-run CV of {args.cv_target:g}% in "
+                  f"{args.max_repeats} runs (cv% marked !): cool the phone (--cooldown, --max-temp) or raise "
+                  "--max-repeats")
     if report["estimates"]:
         say(args, "whole-image estimates (each graph's calls for a photo of that size, from the glue run on the "
                   "host, at the phone's per-call times; host-side glue not included):")
         say(args, format_estimates(report["estimates"]))
     say(args, "device numbers come from benchmark_model (mean/min/max/std per run set; no median)"
         if tool.runtime == "tflite" else "device numbers come from executor_runner (each timed execution)")
+    if verified is not None:
+        report["verify"] = verified.to_dict()
+        say(args, "outputs on the phone(s) against the training graph (edgesr verify --device adb):")
+        say(args, verified.table())
     _write(args, report)
-    return 0
+    for failed in report["failed"]:
+        print(f"edgesr: FAILED on {failed['device']}: {failed['reason']}", file=sys.stderr)
+    if verified is not None and not verified.passed:
+        problems = verified.problems()
+        print(f"edgesr: verify FAILED: {len(problems)} problem(s); first: {problems[0]}", file=sys.stderr)
+    return 1 if report["failed"] or (verified is not None and not verified.passed) else 0
+
+
+def _verify_first(args: argparse.Namespace, prepared, chosen, settings):
+    """--verify: every precision and delegate of the bench checked on every phone first."""
+    from edgesr.android.parity import verify_on_phones
+    from edgesr.check import DEFAULT_SIZES
+
+    return verify_on_phones(prepared, chosen, args.precision, args.delegate, DEFAULT_SIZES, settings, False,
+                            progress)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add(sub) -> None:
     from edgesr.cli.common import json_path
+    from edgesr.cli.device import add_phone_args, add_stability_args
 
     bench: Parser = sub.add_parser("bench", help="measure latency per runtime, precision, size and threads",
                                    description="Benchmark latency on the host CPU (each case in its own process, timed "
@@ -128,19 +157,14 @@ def add(sub) -> None:
     bench.add_argument("--csv", type=Path, help="write the report as CSV")
     bench.add_argument("--plot", type=Path, help="write a PNG plot (latency vs size; per model)")
     bench.add_argument("--force", action="store_true", help="overwrite existing report files")
-    device = bench.add_argument_group("--device adb")
-    device.add_argument("--serial", help="adb serial of the phone (needed when several are connected)")
-    device.add_argument("--adb", help="adb client binary (default: adb on PATH; honours ANDROID_ADB_SERVER_PORT)")
-    device.add_argument("--benchmark-binary", type=Path, metavar="PATH",
-                        help="TFLite benchmark_model (or, with --runtime executorch, ExecuTorch executor_runner) "
-                        "built for the phone's ABI (see android_bench/README.md)")
-    device.add_argument("--delegate", nargs="+", default=["xnnpack"],
-                        help="cpu, xnnpack, gpu, nnapi (default: xnnpack)")
+    device = add_phone_args(bench, "TFLite benchmark_model (or, with --runtime executorch, ExecuTorch "
+                            "executor_runner) built for the phone's ABI (see android_bench/README.md)")
     device.add_argument("--cores", default="big", help="big, little, all or a hex CPU mask (default: big)")
     device.add_argument("--cooldown", type=at_least(0), default=5, help="seconds to idle before each run (default: 5)")
     device.add_argument("--max-temp", type=float, metavar="C",
                         help="wait (up to 300 s) until every thermal zone is at or below C before each run")
-    device.add_argument("--benchmark-arg", action="append", default=[], metavar="FLAG",
-                        help="extra benchmark_model flag, e.g. --benchmark-arg=--max_secs=60 (repeatable)")
-    device.add_argument("--keep", action="store_true", help="leave the pushed models on the device")
+    add_stability_args(device)
+    device.add_argument("--verify", action="store_true",
+                        help="first check each precision and delegate's outputs on every phone against the training "
+                        "graph (as 'edgesr verify --device adb'); the report carries the checks, exit 1 if one fails")
     bench.set_defaults(func=run)

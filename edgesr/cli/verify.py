@@ -17,7 +17,8 @@ from edgesr.cli.common import (
     size_list,
     write_json,
 )
-from edgesr.errors import cli_option, render_options
+from edgesr.cli.device import add_phone_args
+from edgesr.errors import UserError, cli_option, render_options
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -35,6 +36,43 @@ def _check_fits(prepared, sizes: list[tuple[int, int]]) -> None:
                "use smaller --sizes")
 
 
+def _phones(args: argparse.Namespace, prepared, sizes: list[tuple[int, int]]) -> int:
+    """`verify --device adb`: the .tflite files on every phone and delegate, checked on the host."""
+    from edgesr.android.bench import DELEGATES, DeviceSettings, check_binary
+    from edgesr.android.parity import verify_on_phones
+    from edgesr.cli.device import phones
+    from edgesr.export.exporter import FORMATS
+    from edgesr.verify import precisions_to_check
+
+    for delegate in args.delegate:
+        if delegate not in DELEGATES:
+            raise UserError(f"unknown delegate '{delegate}': choose from {', '.join(DELEGATES)}")
+    binary = check_binary(args.benchmark_binary)
+    precisions = [p for p in precisions_to_check(prepared, args.precision) if p in FORMATS["tflite"]]
+    chosen = phones(args)
+    settings = DeviceSettings(binary, keep=args.keep, extra_args=tuple(args.benchmark_arg))
+    result = verify_on_phones(prepared, chosen, precisions, args.delegate, sizes, settings,
+                              args.require_full_delegation, progress, args.int8_form)
+    say(args, f"verify on the phone: {prepared.label} ({prepared.io.color_space}, 0..{prepared.config.pixel_range:g})"
+              f"; weights: {prepared.weights}")
+    for facts in result.devices:
+        say(args, f"{facts['label']}: {facts['ran_on']} (Android {facts['android']}, {facts['abi']}, SoC "
+                  f"{facts['soc']})")
+    say(args, f"inputs: random + real photo crop at each of {', '.join(f'{h}x{w}' for h, w in sizes)}, each pushed "
+              "as a raw tensor and run by benchmark_model; the training graph runs on the host")
+    say(args, result.table())
+    say(args, "bound: the error model each row is judged by: the file's precision; fp16-compute (fp16 weights, "
+              "tensors and arithmetic) for a GPU delegate unless --benchmark-arg=--gpu_precision_loss_allowed=false, "
+              "for NNAPI with --nnapi_allow_fp16=true")
+    write_json(args, result.to_dict())
+    if not result.passed:
+        problems = result.problems()
+        print(f"FAILED: {len(problems)} problem(s); first: {problems[0]}", file=sys.stderr)
+        return 1
+    say(args, f"all {len(result.rows)} phone checks passed")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from edgesr.api import Model
     from edgesr.check import DEFAULT_SIZES
@@ -43,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare(args)
     chosen = args.sizes or DEFAULT_SIZES
     _check_fits(prepared, chosen)
+    if args.device == "adb":
+        return _phones(args, prepared, chosen)
     report = Model(prepared).verify(args.precision, chosen, progress, args.int8_form)
     cfg = prepared.config
     sizes = ", ".join(f"{h}x{w}" for h, w in chosen)
@@ -75,4 +115,12 @@ def add(sub) -> None:
                         help="LR input sizes HxW,... (default: 48x48,37x53,64x41)")
     add_json(parser, "the results")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    parser.add_argument("--device", default="host", choices=["host", "adb"],
+                        help="host (default: every format on this machine) or adb: the .tflite files run by "
+                        "benchmark_model on phones, per delegate and precision, checked against the training graph")
+    phone = add_phone_args(parser, "TFLite benchmark_model built for the phone's ABI, with --output_filepath "
+                           "(see android_bench/README.md)")
+    phone.add_argument("--require-full-delegation", action="store_true",
+                       help="fail a row whose delegate leaves any op to the CPU (benchmark_model's "
+                       "--require_full_delegation)")
     parser.set_defaults(func=run)

@@ -24,12 +24,12 @@ class _Parts(nn.Module):
         self.classifier, self.branches = classifier, nn.ModuleList(branches)
 
 
-def _tiled(parts: _Parts, scale: int, tiling: Tiling, x: np.ndarray) -> Modelled:
+def _tiled(parts: _Parts, scale: int, tiling: Tiling, x: np.ndarray, precision: str = "fp32") -> Modelled:
     height, width = x.shape[2], x.shape[3]
     padded = pad_to_tile(np.asarray(x, dtype=np.float64), tiling.tile)
     tiles, _ = extract_tiles(padded, tiling)
-    m = modelled(parts, tiles, call=lambda module, t: route_hard(module.classifier, tuple(module.branches), scale,
-                                                                   t)[0], prepared=parts)
+    m = modelled(parts, tiles, precision, prepared=parts,
+                 call=lambda module, t: route_hard(module.classifier, tuple(module.branches), scale, t)[0])
     h, w = padded.shape[2], padded.shape[3]
     value = stitch(m.value, tiling, h, w, scale)
     # the float32 blend (a product and up to four additions per pixel) rounds as well
@@ -41,7 +41,10 @@ def _tiled(parts: _Parts, scale: int, tiling: Tiling, x: np.ndarray) -> Modelled
 
 
 def _parts(classifier: nn.Module, branches, precision: str) -> _Parts:
-    """Float64 copies; the branches stored at `precision` (the classifier is always fp32)."""
+    """Float64 copies; the branches stored at `precision` (the classifier is exported in fp32,
+    but a runtime computing in fp16 stores every weight in fp16)."""
+    if PRECISIONS[precision].activations == "fp16":
+        return at_precision(_Parts(classifier, list(branches)), PRECISIONS[precision])
     exact = at_precision(_Parts(classifier, list(branches)), PRECISIONS["fp32"])
     if precision != "fp32":
         stored = at_precision(nn.ModuleList(branches), PRECISIONS[precision])
@@ -68,7 +71,7 @@ def routed_expectation(reference: Callable[[np.ndarray], Modelled], deployable: 
     scale = deployable.config.scale
 
     def model(x: np.ndarray) -> Modelled:
-        ref, base, own = reference(x), _tiled(exact, scale, tiling, x), _tiled(stored, scale, tiling, x)
+        ref, base, own = reference(x), _tiled(exact, scale, tiling, x), _tiled(stored, scale, tiling, x, precision)
         return Modelled(ref.value + own.value - base.value, np.hypot(own.sigma, base.sigma), own.exempt | base.exempt,
                         own.unstable_decisions, own.allowance + base.allowance)
 
