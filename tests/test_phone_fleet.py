@@ -184,14 +184,23 @@ def test_a_classsr_bundle_is_routed_on_the_host_and_its_graphs_run_on_the_phone(
 
 
 def test_a_case_that_never_settles_is_flagged(phones, servers, tmp_path, capsys):
+    """A benchmark binary whose every run takes 1 ms longer than the last never reaches a 3% CV."""
     phones({})
+    drifting = tmp_path / "benchmark_model"
+    drifting.write_text("""#!/bin/sh
+n=$(cat drift-count 2>/dev/null || echo 0); n=$((n + 1)); echo $n > drift-count
+t=$((n * 1000))
+echo "INFO: count=3 first=$t curr=$t min=$t max=$t avg=$t std=0"
+echo "INFO: Inference timings in us: Init: 100, First inference: $t, Warmup (avg): $t, Inference (avg): $t"
+""")
     report = tmp_path / "r.json"
-    code, out, err = _run([*BENCH, "--adb-server", _address(servers[0]), "--input", "12x10", "--max-repeats", "2",
-                           "--cv-target", "0.000001", "--json", str(report)], capsys)
+    code, out, err = _run([*BENCH, "--adb-server", _address(servers[0]), "--input", "12x10", "--max-repeats", "3",
+                           "--benchmark-binary", str(drifting), "--json", str(report)], capsys)
     assert code == 0, (out, err)
     case, = json.loads(report.read_text())["cases"]
-    assert case["repeats"] == 2 and case["stable"] is False and case["cv"] > 1e-8
-    assert f"{100 * case['cv']:.1f}!" in out and "1 case(s) never reached a run-to-run CV of 1e-06% in 2 runs" in out
+    assert case["repeat_means_ms"] == [1.0, 2.0, 3.0] and case["stable"] is False
+    assert case["cv"] == pytest.approx((2 / 3) ** 0.5 / 2)
+    assert "40.8!" in out and "1 case(s) never reached a run-to-run CV of 3% in 3 runs" in out
 
 
 def test_one_command_verifies_and_benchmarks_a_fleet_into_one_report(phones, servers, tmp_path, capsys):
