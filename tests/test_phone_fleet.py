@@ -159,6 +159,18 @@ def test_fleet_bench_one_report_and_a_phone_lost_mid_run(phones, servers, tmp_pa
     assert f"{labels[1]}: FAILED, no rows" in out
 
 
+def test_a_benchmark_model_without_output_files_is_named(phones, servers, tmp_path, capsys):
+    phones({})
+    old = tmp_path / "benchmark_model"
+    old.write_text("""#!/bin/sh
+echo "Unconsumed cmdline flags: --output_filepath=x"
+echo "INFO: Inference timings in us: Init: 100, First inference: 9, Warmup (avg): 9, Inference (avg): 9"
+""")
+    code, out, err = _run(["verify", "--device", "adb", *MODEL, "--sizes", "16x16", "--benchmark-binary", str(old),
+                           "--adb-server", _address(servers[0]), "--precision", "fp32"], capsys)
+    assert code == 1 and len(err) == 1 and "did not accept the flags --output_filepath=x" in err[0], err
+
+
 def test_fleet_options_fail_in_one_line(servers, tmp_path, capsys):
     code, _, err = _run([*BENCH, "--adb-server", "nowhere"], capsys)
     assert code == 2 and len(err) == 1 and "'nowhere' is not HOST:PORT" in err[0]

@@ -33,7 +33,7 @@ from edgesr.android.bench import (
 )
 from edgesr.android.facts import device_facts
 from edgesr.android.fleet import Phone, on_each
-from edgesr.android.output import STANDIN_BANNER, Delegated, parse_delegation
+from edgesr.android.output import STANDIN_BANNER, Delegated, parse_benchmark_output, parse_delegation
 from edgesr.bench.report import device_title
 from edgesr.check import Check, Pair, Run, check_pair, collect
 from edgesr.errors import ToolError, UserError
@@ -103,6 +103,7 @@ class PhoneSession:
                 lines = [line.strip() for line in text.splitlines() if line.strip()]
                 raise ToolError(f"benchmark_model exited with code {result.exit_code} for "
                                 f"{Path(graph_remote).name}: {lines[-1] if lines else 'no output'}")
+            parse_benchmark_output(text)  # a binary without --output_filepath says "Unconsumed cmdline flags"
             self.delegation[graph] = parse_delegation(text)
             self.standin = STANDIN_BANNER in text
             self.adb.pull(self.serial, remote_out, local_out)

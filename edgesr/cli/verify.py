@@ -106,7 +106,9 @@ def add(sub) -> None:
     parser: Parser = sub.add_parser("verify", help="compare training, deploy, ONNX and TFLite outputs",
                                     description="Run the training graph, the deploy form, the ONNX file (ONNX Runtime) "
                                     "and the TFLite files (LiteRT) on the same random and real images, and check each "
-                                    "pair within the rounding-error model. Exit 1 if a bound is broken.")
+                                    "pair within the rounding-error model. With --device adb the TFLite files run on "
+                                    "phones instead (benchmark_model, per delegate), checked the same way. Exit 1 if "
+                                    "a bound is broken.")
     add_model_args(parser)
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS,
                         help="TFLite precisions to check (default: all the family exports; smsr: fp32 fp16)")
