@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from edgesr import interrupts
 from edgesr.errors import UserError, os_error
 
 _RENAME_NOREPLACE = 1
@@ -99,17 +100,20 @@ def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
     or signal (see edgesr.signals) the temporary file is removed."""
     path = Path(path)
     check_output_path(path, force)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = None
     try:
+        with interrupts.deferred():  # a signal between creating the file and noting it would leave it behind
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=path.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         publish(tmp, path, force)
     except OSError as exc:
         raise os_error(exc, f"writing {path}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -117,15 +121,18 @@ def atomic_directory(path: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; publish it only if the block succeeds (an
     existing `path` is replaced with force, after the new directory is complete)."""
     path = Path(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    tmp = None
     try:
+        with interrupts.deferred():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
         publish(tmp, path, force)
     except OSError as exc:
         raise os_error(exc, f"writing {path}") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes_atomic(path: Path, data: bytes, force: bool = False) -> None:

@@ -302,6 +302,37 @@ def test_a_signal_mid_training_leaves_only_a_whole_checkpoint(files, work):
         read_checkpoint(work / "t.pt")
 
 
+@pytest.mark.parametrize("make", ["mkstemp", "mkdtemp"])
+def test_a_signal_as_a_temporary_output_is_created_leaves_nothing(make, tmp_path, monkeypatch):
+    """The window between creating an output's temporary file (folder) and noting it for removal:
+    a SIGTERM sent from inside mkstemp (mkdtemp) takes effect once the name is noted, and it goes."""
+    import tempfile
+
+    from edgesr import interrupts
+    from edgesr.atomic import atomic_directory, atomic_output
+    from edgesr.errors import Terminated
+
+    real = getattr(tempfile, make)
+
+    def create_then_signal(*args, **kwargs):
+        made = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs here, in the window
+        return made
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    interrupts.install()
+    monkeypatch.setattr(tempfile, make, create_then_signal)
+    output = atomic_output(tmp_path / "out.bin") if make == "mkstemp" else atomic_directory(tmp_path / "out")
+    try:
+        with pytest.raises(Terminated), output as tmp:
+            Path(tmp).touch() if make == "mkstemp" else (Path(tmp) / "f").touch()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_signal_mid_host_bench_removes_its_folder_and_workers(work, tmp_path):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
