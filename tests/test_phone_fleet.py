@@ -74,7 +74,7 @@ def test_verify_on_a_phone_checks_every_delegate_and_precision(phones, servers, 
     # bounds per precision as on the host; the GPU delegate computes fp16 by default
     assert rows[("xnnpack", "fp32")]["bound"] == rows[("cpu", "fp32")]["bound"] == "fp32"
     assert rows[("gpu", "fp32")]["bound"] == "fp16-compute" and rows[("gpu", "int8")]["bound"] == "int8"
-    assert rows[("gpu", "fp32")]["check"]["max_abs"] > 100 * rows[("xnnpack", "fp32")]["check"]["max_abs"]
+    assert rows[("gpu", "fp32")]["check"]["max_abs"] > 10 * rows[("xnnpack", "fp32")]["check"]["bound"]
     # how much each delegate took, as benchmark_model said
     assert rows[("xnnpack", "fp32")]["delegation"] == "all (XNNPACK)" and rows[("cpu", "fp32")]["delegation"] is None
     assert rows[("gpu", "fp32")]["delegation"] == "all (GPU)"
@@ -191,8 +191,8 @@ def test_a_classsr_bundle_is_routed_on_the_host_and_its_graphs_run_on_the_phone(
     rows = {r["delegate"]: r for r in json.loads(report.read_text())["rows"]}
     assert rows["xnnpack"]["bound"] == "fp32" and rows["gpu"]["bound"] == "fp16-compute"
     assert all(r["result"] == "PASS" for r in rows.values())
-    # the GPU's fp16 shows in the output, well above the fp32 rows' error
-    assert rows["gpu"]["check"]["max_abs"] > 100 * rows["xnnpack"]["check"]["max_abs"]
+    # the GPU's fp16 shows in the output, well above what the fp32 row may err
+    assert rows["gpu"]["check"]["max_abs"] > 10 * rows["xnnpack"]["check"]["bound"]
 
 
 def test_a_case_that_never_settles_is_flagged(phones, servers, tmp_path, capsys):

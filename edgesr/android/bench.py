@@ -14,6 +14,7 @@ from edgesr.android.facts import core_mask, device_facts, read_thermal
 from edgesr.android.output import (
     BenchmarkOutput,
     hottest_zones,
+    last_line,
     parse_benchmark_output,
     parse_delegation,
     parse_executor_runner_output,
@@ -268,8 +269,7 @@ def _until_stable(adb: Adb, serial: str, command: str, case: DeviceCase, mask: s
         result = adb.shell(serial, command, timeout=settings.timeout_s)
         text = result.stdout + "\n" + result.stderr
         if result.exit_code != 0:
-            detail = [line for line in text.strip().splitlines() if line.strip()][-1:] or ["no output"]
-            raise ToolError(f"{tool.binary} exited with code {result.exit_code} for {case.label}: {detail[0]}")
+            raise ToolError(f"{tool.binary} exited with code {result.exit_code} for {case.label}: {last_line(text)}")
         outputs.append(tool.parse(text, settings))
         temperatures.append(hottest_zones(text))
         cv = coefficient_of_variation([o.inference_avg_us for o in outputs])

@@ -49,9 +49,8 @@ def device_tool(runtimes: list[str] | None) -> DeviceTool:
 def check_device_options(delegates: list[str], precisions: list[str], threads: list[int], warmup: int,
                          runs: int, cooldown: int, tool: DeviceTool = TOOLS["tflite"]) -> None:
     """Refuse bad device-bench options before touching the device."""
+    check_delegates(delegates)
     for delegate in delegates:
-        if delegate not in DELEGATES:
-            raise UserError(f"unknown delegate '{delegate}': choose from {', '.join(DELEGATES)}")
         if delegate not in tool.delegates:
             raise UserError(f"{tool.runtime} runs {tool.fmt} files with their own XNNPACK delegate: use «delegate» "
                             f"{' '.join(tool.delegates)}, not {delegate}")
@@ -60,6 +59,13 @@ def check_device_options(delegates: list[str], precisions: list[str], threads: l
             raise UserError(f"unknown precision '{precision}': choose from fp32, fp16, int8")
     if any(t < 1 for t in threads) or warmup < 0 or runs < 1 or cooldown < 0:
         raise UserError("«threads» and «runs» must be >= 1, «warmup» and «cooldown» >= 0")
+
+
+def check_delegates(delegates: list[str]) -> None:
+    """Refuse a delegate name benchmark_model has no flag for."""
+    for delegate in delegates:
+        if delegate not in DELEGATES:
+            raise UserError(f"unknown delegate '{delegate}': choose from {', '.join(DELEGATES)}")
 
 
 class _Recorder:

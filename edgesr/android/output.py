@@ -53,6 +53,12 @@ class BenchmarkOutput:
 STANDIN_BANNER = "edgesr stand-in benchmark_model"
 
 
+def last_line(text: str) -> str:
+    """The last non-empty line a tool printed (what a failure message quotes)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
 def _stat(match: re.Match) -> RunStats:
     count, first, curr, _, lo, hi, avg, std = match.groups()
     curr_f = float(curr)

@@ -33,7 +33,7 @@ from edgesr.android.bench import (
 )
 from edgesr.android.facts import device_facts
 from edgesr.android.fleet import Phone, on_each
-from edgesr.android.output import STANDIN_BANNER, Delegated, parse_benchmark_output, parse_delegation
+from edgesr.android.output import STANDIN_BANNER, Delegated, last_line, parse_benchmark_output, parse_delegation
 from edgesr.bench.report import device_title
 from edgesr.check import Check, Pair, Run, check_pair, collect
 from edgesr.errors import ToolError, UserError
@@ -75,7 +75,7 @@ class PhoneSession:
     settings: DeviceSettings
     require_full: bool
     delegation: dict[str, Delegated | None] = field(default_factory=dict)  # per graph name, as reported
-    standin: bool | None = None  # whether the binary is edgesr's stand-in (it says so in its output)
+    standin: bool = False  # the binary is edgesr's stand-in (it says so in its output)
 
     def run(self, graph: str, graph_remote: str, input_name: str, staged: np.ndarray, out_shape: tuple[int, ...],
             out_dtype: np.dtype) -> np.ndarray:
@@ -100,9 +100,8 @@ class PhoneSession:
                 if "Disallowed CPU fallback detected" in text:
                     raise ToolError(f"the {self.delegate} delegate left part of {Path(graph_remote).name} to the "
                                     "CPU (full delegation was required)")
-                lines = [line.strip() for line in text.splitlines() if line.strip()]
                 raise ToolError(f"benchmark_model exited with code {result.exit_code} for "
-                                f"{Path(graph_remote).name}: {lines[-1] if lines else 'no output'}")
+                                f"{Path(graph_remote).name}: {last_line(text)}")
             parse_benchmark_output(text)  # a binary without --output_filepath says "Unconsumed cmdline flags"
             self.delegation[graph] = parse_delegation(text)
             self.standin = STANDIN_BANNER in text
@@ -275,7 +274,7 @@ def _on_phone(phone: Phone, exports: dict[str, _Export], delegates: list[str], i
                     runs.append(_PhoneRun(delegate, precision, None, _delegation(session), str(exc)))
                     continue
                 finally:
-                    standin = standin or bool(session.standin)
+                    standin = standin or session.standin
                 runs.append(_PhoneRun(delegate, precision, outputs, _delegation(session)))
         facts["benchmark_tool"] = "stand-in" if standin else "benchmark_model"
         return facts, runs

@@ -18,7 +18,7 @@ from edgesr.cli.common import (
     write_json,
 )
 from edgesr.cli.device import add_phone_args
-from edgesr.errors import UserError, cli_option, render_options
+from edgesr.errors import cli_option, render_options
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -38,15 +38,14 @@ def _check_fits(prepared, sizes: list[tuple[int, int]]) -> None:
 
 def _phones(args: argparse.Namespace, prepared, sizes: list[tuple[int, int]]) -> int:
     """`verify --device adb`: the .tflite files on every phone and delegate, checked on the host."""
-    from edgesr.android.bench import DELEGATES, DeviceSettings, check_binary
+    from edgesr.android.bench import DeviceSettings, check_binary
+    from edgesr.android.command import check_delegates
     from edgesr.android.parity import verify_on_phones
     from edgesr.cli.device import phones
     from edgesr.export.exporter import FORMATS
     from edgesr.verify import precisions_to_check
 
-    for delegate in args.delegate:
-        if delegate not in DELEGATES:
-            raise UserError(f"unknown delegate '{delegate}': choose from {', '.join(DELEGATES)}")
+    check_delegates(args.delegate)
     binary = check_binary(args.benchmark_binary)
     precisions = [p for p in precisions_to_check(prepared, args.precision) if p in FORMATS["tflite"]]
     chosen = phones(args)
