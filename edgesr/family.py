@@ -140,6 +140,12 @@ class Family(ABC):
     def training_graph(self, config: Config) -> nn.Module:
         """The training graph, freshly initialised."""
 
+    def training_step_graph(self, train: nn.Module) -> nn.Module:
+        """What a training step runs: the training graph, or a faster module over the same parameters
+        that computes the same function (so the same gradients; ECBSR: each block's branches folded
+        into one conv on every step)."""
+        return train
+
     @abstractmethod
     def deployable(self, train: nn.Module) -> Deployable:
         """Re-parameterize a training graph (eval mode) into its deployable form."""

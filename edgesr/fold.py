@@ -1,7 +1,10 @@
 """Pure kernel-fusion math for re-parameterization.
 
 Every function takes and returns plain tensors (OIHW kernels, per-channel biases).
-The arithmetic runs in float64 on the tensors' own device; callers cast back.
+The arithmetic runs in float64 on the tensors' own device; callers cast back. The branch folds
+(fuse_*, depthwise_to_dense, sum_kernels) keep autograd's graph, so a training step can run the
+folded conv and still update every branch: the fold is linear in each branch's weights, so the
+gradients equal the multi-branch graph's (online re-parameterization, Hu et al., CVPR 2022).
 """
 
 from __future__ import annotations
@@ -19,13 +22,18 @@ def _f64(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(torch.float64)
 
 
+def _f64_grad(t: torch.Tensor) -> torch.Tensor:
+    """float64 copy that stays in autograd's graph (differentiable folds)."""
+    return t.to(torch.float64)
+
+
 def fuse_1x1_kxk(k0: torch.Tensor, b0: torch.Tensor, k1: torch.Tensor, b1: torch.Tensor) -> Kernel:
     """Fold conv1x1 (k0: M,I,1,1; b0: M) followed by a dense conv (k1: O,M,k,k; b1: O).
 
     Exact when the 1x1 output is padded with its bias (= 1x1 conv of a zero-padded input):
     K[o,i] = sum_m k1[o,m] * k0[m,i];  B[o] = b1[o] + sum_{m,u,v} k1[o,m,u,v] * b0[m].
     """
-    k0, b0, k1, b1 = _f64(k0), _f64(b0), _f64(k1), _f64(b1)
+    k0, b0, k1, b1 = _f64_grad(k0), _f64_grad(b0), _f64_grad(k1), _f64_grad(b1)
     kernel = torch.einsum("omuv,mi->oiuv", k1, k0[:, :, 0, 0])
     bias = b1 + torch.einsum("omuv,m->o", k1, b0)
     return kernel, bias
@@ -33,7 +41,7 @@ def fuse_1x1_kxk(k0: torch.Tensor, b0: torch.Tensor, k1: torch.Tensor, b1: torch
 
 def depthwise_to_dense(kernel: torch.Tensor) -> torch.Tensor:
     """Turn a depthwise kernel (C,1,k,k) into the equivalent dense kernel (C,C,k,k)."""
-    kernel = _f64(kernel)
+    kernel = _f64_grad(kernel)
     channels = kernel.shape[0]
     eye = torch.eye(channels, dtype=kernel.dtype, device=kernel.device)
     return eye[:, :, None, None] * kernel[:, 0][:, None]
@@ -50,7 +58,7 @@ def edge_template(name: str, channels: int, dtype: torch.dtype = torch.float32,
 def fuse_1x1_scaled_template(k0: torch.Tensor, b0: torch.Tensor, scale: torch.Tensor,
                              template: torch.Tensor, bias: torch.Tensor) -> Kernel:
     """Fold conv1x1 followed by a depthwise conv with kernel scale[c] * template[c] and bias."""
-    dense = depthwise_to_dense(_f64(scale).reshape(-1, 1, 1, 1) * _f64(template))
+    dense = depthwise_to_dense(_f64_grad(scale).reshape(-1, 1, 1, 1) * _f64_grad(template))
     return fuse_1x1_kxk(k0, b0, dense, bias)
 
 
@@ -65,8 +73,8 @@ def identity_kernel(channels: int, size: int = 3, dtype: torch.dtype = torch.flo
 
 def sum_kernels(kernels: list[Kernel]) -> Kernel:
     """Add parallel branches: their kernels and biases sum (all in float64)."""
-    weight = sum(_f64(k) for k, _ in kernels)
-    bias = sum(_f64(b) for _, b in kernels)
+    weight = sum(_f64_grad(k) for k, _ in kernels)
+    bias = sum(_f64_grad(b) for _, b in kernels)
     return weight, bias
 
 

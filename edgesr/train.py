@@ -175,7 +175,7 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
     if average is not None and resume_state:
         average.load_state_dict(resume_state["ema_state"])
     _seed_other_ranks(settings.seed, start, ranks)
-    step = _parallel(model, ranks, device)
+    step = _parallel(family.training_step_graph(model), ranks, device)
     pixel_range = config.pixel_range
     share = ranks.shard(settings.batch)
     last_saved = start  # the iteration `output` holds for this run (0: nothing of this run yet)

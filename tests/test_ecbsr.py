@@ -115,6 +115,52 @@ def test_broken_fold_is_caught_by_the_error_model():
         assert check_output(model, x.numpy(), deploy(x), deploy).used > 100
 
 
+def _gradients(module: torch.nn.Module, params: list, x: torch.Tensor, probe: torch.Tensor):
+    """The output and d(sum(output * probe))/d(every weight)."""
+    out = module(x)
+    return out, torch.autograd.grad((out * probe).sum(), params)
+
+
+@pytest.mark.parametrize("config", [ECBSRConfig(2, 8, 2), ECBSRConfig(1, 4, 3, colors=3),
+                                    ECBSRConfig(1, 4, 2, with_idt=True)],
+                         ids=lambda c: f"{c.variant}x{c.scale}{'-idt' if c.with_idt else ''}")
+def test_a_training_step_through_the_online_fold_has_the_branches_values_and_gradients(config):
+    """What `train` runs (the family's training_step_graph: each ECB folded on every forward) is the
+    training graph's function of the input and of every branch weight: in float64 values and gradients
+    agree to 1e-10 of the block's largest (the difference is rounding only), borders included. (An edge
+    branch's b0 has a zero gradient: its template sums to 0; both graphs give rounding noise there.)"""
+    model = _randomize(ECBSR(config)).double().train()
+    stepped = get_family("ecbsr").training_step_graph(model)
+    assert not list(stepped.parameters(recurse=False))  # no weights of its own: the optimizer's stay in use
+    names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad], strict=True)
+    x = torch.rand(2, config.colors, 11, 9, dtype=torch.float64) * 255
+    probe = torch.randn(2, config.colors, 11 * config.scale, 9 * config.scale, dtype=torch.float64)
+    ref_out, ref_grads = _gradients(model, params, x, probe)
+    out, grads = _gradients(stepped, params, x, probe)
+    assert (out - ref_out).abs().max() <= 1e-10 * ref_out.abs().max()
+    block_scale: dict[str, float] = {}
+    for name, ref in zip(names, ref_grads, strict=True):
+        block = name.rsplit(".", 2)[0]
+        block_scale[block] = max(block_scale.get(block, 0.0), ref.abs().max().item())
+    for name, p, ref, got in zip(names, params, ref_grads, grads, strict=True):
+        assert got.shape == p.shape
+        assert (got - ref).abs().max() <= 1e-10 * block_scale[name.rsplit(".", 2)[0]], name
+
+
+def test_a_fold_that_drops_the_bias_padding_changes_the_training_step(monkeypatch):
+    """The check above fails a fold that is right inside the image but wrong at its borders (the
+    1x1 conv's bias not spread over the 3x3 taps): the online fold is tested, not assumed."""
+    from edgesr import fold
+
+    model = _randomize(ECBSR(ECBSRConfig(1, 4, 2))).double().train()
+    exact = fold.fuse_1x1_kxk
+    monkeypatch.setattr(fold, "fuse_1x1_kxk", lambda k0, b0, k1, b1: (exact(k0, b0, k1, b1)[0], b1.double()))
+    x = torch.rand(1, 1, 8, 8, dtype=torch.float64) * 255
+    with torch.no_grad():
+        gap = (get_family("ecbsr").training_step_graph(model)(x) - model(x)).abs().max()
+    assert gap > 1e-3 * model(x).abs().max()
+
+
 def test_rgb_residual_adds_each_colour_to_its_own_subpixels():
     model = ECBSR(ECBSRConfig(1, 4, 2, colors=3))
     with torch.no_grad():

@@ -36,6 +36,9 @@ class ECBSRFamily(Family):
     def training_graph(self, config: ecbsr.ECBSRConfig) -> ecbsr.ECBSR:
         return ecbsr.ECBSR(config)
 
+    def training_step_graph(self, train: ecbsr.ECBSR) -> ecbsr.OnlineFolded:
+        return ecbsr.OnlineFolded(train)
+
     def deployable(self, train: ecbsr.ECBSR) -> Deployable:
         return single_graph(self, train.config, train.reparameterize())
 
