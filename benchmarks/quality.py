@@ -28,7 +28,8 @@ from edgesr.model_files import open_model
 from edgesr.protocol import DEFAULT_PROTOCOL, get_protocol
 from edgesr.runners import Graph
 
-SHIPPED = (("ecbsr", "M4C16", 4), ("ecbsr", "M4C16", 2), ("classsr", "FSRCNN-16-36-56-skip", 4))
+SHIPPED = (("ecbsr", "M4C16", 4), ("ecbsr", "M4C16", 2), ("classsr", "ECB-8-16-24", 4),
+           ("classsr", "FSRCNN-16-36-56-skip", 4))
 FILES = (("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8"))
 
 

@@ -39,9 +39,11 @@ class TrainSettings:
     log_every: int = 50
     schedule: str = "steps"  # "steps": the recipe's milestones halve the lr; "cosine": lr * (1 + cos(pi t)) / 2
     ema: float = 0.0  # decay of the exponential moving average of the weights that is saved (0: none)
+    loss: str = "l1"  # reconstruction loss of a family without its own objective: "l1" or "mse"
 
 
 SCHEDULES = ("steps", "cosine")
+LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}  # mse: what PSNR measures (e.g. a short fine-tune after L1)
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, settings: TrainSettings, milestones: tuple[float, ...]):
@@ -68,7 +70,7 @@ def _cpu(state: dict) -> dict:
 
 
 def _save(path: Path, model: torch.nn.Module, average, name: str, config: Config, iteration: int, optimizer,
-          scheduler, schedule: str, rng, final: bool) -> None:
+          scheduler, schedule: str, rng, final: bool, loss: str = "l1") -> None:
     """The checkpoint holds the weights to use (the average when there is one); an unfinished run
     also holds what `resume` needs, the raw weights included."""
     metadata = {"model": name, "config": config.to_dict(), "graph": "train", "iterations": iteration}
@@ -79,7 +81,8 @@ def _save(path: Path, model: torch.nn.Module, average, name: str, config: Config
     shipped = model if average is None else average.module
     payload = {"edgesr": metadata, "state_dict": _cpu(shipped.state_dict())}
     if not final:
-        payload["train_state"] = {"iteration": iteration, "schedule": schedule, "optimizer": optimizer.state_dict(),
+        payload["train_state"] = {"iteration": iteration, "schedule": schedule, "loss": loss,
+                                  "optimizer": optimizer.state_dict(),
                                   "scheduler": scheduler.state_dict(), "numpy_rng": rng.bit_generator.state,
                                   "torch_rng": torch.get_rng_state()}
         if average is not None:
@@ -90,32 +93,40 @@ def _save(path: Path, model: torch.nn.Module, average, name: str, config: Config
 
 class Objective(torch.nn.Module):
     """The recipe's loss as one module, so that DistributedDataParallel can wrap it: the model's
-    own `training_loss(lr, hr, progress)` (SMSR: + sparsity, ClassSR: its stage's loss) or L1.
+    own `training_loss(lr, hr, progress)` (SMSR: + sparsity, ClassSR: its stage's loss) or `loss`
+    (LOSSES: L1, the papers', or MSE).
     With `every_parameter`, 0 * sum(w) over the trainable weights joins the loss: gradients are
     unchanged (each gains an exact 0), and every weight is in every rank's graph, as DDP needs,
     even when a rank's share leaves one unused (a ClassSR branch that got no sample)."""
 
-    def __init__(self, model: torch.nn.Module, every_parameter: bool = False):
+    def __init__(self, model: torch.nn.Module, every_parameter: bool = False, loss: str = "l1"):
         super().__init__()
         self.model = model
         self.every_parameter = every_parameter
+        self.loss = LOSSES[loss]
 
     def forward(self, lr: torch.Tensor, hr: torch.Tensor, progress: float) -> torch.Tensor:
         own = getattr(self.model, "training_loss", None)
-        loss = own(lr, hr, progress) if own else F.l1_loss(self.model(lr), hr)
+        loss = own(lr, hr, progress) if own else self.loss(self.model(lr), hr)
         if self.every_parameter:
             loss = loss + 0.0 * sum(p.sum() for p in self.model.parameters() if p.requires_grad)
         return loss
 
 
-def _parallel(model: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+def check_loss(family: Family, model: torch.nn.Module, loss: str) -> None:
+    """Only a family trained with plain L1 takes another reconstruction loss."""
+    if loss != "l1" and getattr(model, "training_loss", None):
+        raise UserError(f"{family.name} trains with its own objective: drop «loss» ({loss})")
+
+
+def _parallel(model: torch.nn.Module, ranks: Ranks, device: torch.device, loss: str) -> torch.nn.Module:
     """The objective under DDP over the ranks (rank 0's weights broadcast at construction; the
     backward all-reduces the mean gradient); the objective itself in one process."""
     if ranks.world == 1:
-        return Objective(model)
+        return Objective(model, loss=loss)
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(Objective(model, every_parameter=True),
+    return DistributedDataParallel(Objective(model, every_parameter=True, loss=loss),
                                    device_ids=[device.index] if device.type == "cuda" else None)
 
 
@@ -165,6 +176,9 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
         if started != settings.schedule:
             raise UserError(f"the run to resume used the {started} learning-rate schedule: resume it with «schedule» "
                             f"{started}")
+        if resume_state.get("loss", "l1") != settings.loss:
+            raise UserError(f"the run to resume used the {resume_state.get('loss', 'l1')} loss: resume it with «loss» "
+                            f"{resume_state.get('loss', 'l1')}")
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         rng.bit_generator.state = resume_state["numpy_rng"]
@@ -175,7 +189,8 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
     if average is not None and resume_state:
         average.load_state_dict(resume_state["ema_state"])
     _seed_other_ranks(settings.seed, start, ranks)
-    step = _parallel(family.training_step_graph(model), ranks, device)
+    check_loss(family, model, settings.loss)
+    step = _parallel(family.training_step_graph(model), ranks, device, settings.loss)
     pixel_range = config.pixel_range
     share = ranks.shard(settings.batch)
     last_saved = start  # the iteration `output` holds for this run (0: nothing of this run yet)
@@ -220,11 +235,11 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
         if iteration % settings.save_every == 0 and iteration < settings.iters:
             if ranks.main:
                 _save(output, model, average, name, config, iteration, optimizer, scheduler, settings.schedule, rng,
-                      final=False)
+                      final=False, loss=settings.loss)
             last_saved = iteration
     if ranks.main:
         _save(output, model, average, name, config, settings.iters, optimizer, scheduler, settings.schedule, rng,
-              final=True)
+              final=True, loss=settings.loss)
     if average is not None:
         model.load_state_dict(average.module.state_dict())
     model.eval().cpu()
@@ -250,6 +265,7 @@ class TrainRequest:
     stage: str | None = None
     schedule: str | None = None
     ema: float | None = None
+    loss: str = "l1"
     hr_scales: tuple[float, ...] = (1.0,)  # each photo also downscaled by these (more detail per pixel)
     weights: Path | None = None  # start a new run from these weights
     resume: bool = False  # continue the run saved in `output`
@@ -276,9 +292,11 @@ def settings_for(request: TrainRequest, family: Family, config: Config, stage: s
                              recipe.lr_patch(config.scale) if request.patch is None else request.patch,
                              recipe.lr_for(stage) if request.lr is None else request.lr, request.seed,
                              request.save_every, schedule=request.schedule or recipe.schedule,
-                             ema=recipe.ema if request.ema is None else request.ema)
+                             ema=recipe.ema if request.ema is None else request.ema, loss=request.loss)
     if settings.iters < 1 or settings.batch < 1 or settings.save_every < 1 or settings.lr_patch < 4:
         raise UserError("iterations, batch and save interval must be at least 1, the LR patch at least 4")
+    if settings.loss not in LOSSES:
+        raise UserError(f"unknown loss '{settings.loss}': choose one of {', '.join(LOSSES)}")
     if settings.schedule not in SCHEDULES:
         raise UserError(f"unknown learning-rate schedule '{settings.schedule}': choose one of {', '.join(SCHEDULES)}")
     if not 0 <= settings.ema < 1:
@@ -335,6 +353,7 @@ def _run_training(request: TrainRequest, ranks: Ranks, progress: Callable[[str],
     _check_output(request)
     torch.manual_seed(request.seed)
     model = family.training_graph(config)
+    check_loss(family, model, settings.loss)
     label = f"{family.name} {config.variant} x{config.scale}"
     start_from = request.output if request.resume else request.weights
     resume_state = None
@@ -361,6 +380,7 @@ def _run_training(request: TrainRequest, ranks: Ranks, progress: Callable[[str],
     parallel = f" on {ranks.world} ranks ({settings.batch // ranks.world} each)" if ranks.world > 1 else ""
     progress(f"training {label} on {len(pairs.names)} images ({len(pairs.skipped)} skipped) for {settings.iters} "
              f"iterations: batch {settings.batch}{parallel}, LR patch {settings.lr_patch}, Adam lr {settings.lr:g} "
-             f"({settings.schedule}){averaged}, {f'stage {stage}' if stage else 'L1'}, seed {settings.seed}")
+             f"({settings.schedule}){averaged}, {f'stage {stage}' if stage else settings.loss.upper()}, "
+             f"seed {settings.seed}")
     train(model, family, config, pairs, settings, request.output, resume_state, progress, bar)
     return family, config, model

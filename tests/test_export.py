@@ -81,9 +81,9 @@ def test_export_verified_writes_report_and_file(tiny_y, tmp_path):
 
 def test_failed_parity_leaves_no_file(tiny_rgb, tmp_path, monkeypatch):
     """A wrong (PixelShuffle) channel order in the converted RGB graph is caught; nothing is written."""
-    from edgesr.families.ecbsr import keras as keras_ecbsr
+    from edgesr.nn import keras as keras_layers
 
-    monkeypatch.setattr(keras_ecbsr, "depth_to_space_order", lambda colors, scale: list(range(colors * scale ** 2)))
+    monkeypatch.setattr(keras_layers, "depth_to_space_order", lambda colors, scale: list(range(colors * scale ** 2)))
     out = tmp_path / "bad.tflite"
     with pytest.raises(ParityError, match="no file written"):
         exporter.export(tiny_rgb, "tflite", "fp32", out)

@@ -19,7 +19,7 @@ from edgesr.metrics import psnr
 from edgesr.model import Prepared
 from edgesr.resize import imresize, imresize_uint8
 from edgesr.runners import TorchGraph
-from edgesr.train import TrainSettings, lr_scheduler, train
+from edgesr.train import Objective, TrainSettings, lr_scheduler, train
 from edgesr.upscale import upscale_rgb
 
 TINY = ["--model", "ecbsr", "--variant", "M1C4", "--scale", "2"]
@@ -278,6 +278,32 @@ def test_shipped_checkpoints_export_at_every_precision_within_bounds(tmp_path, s
     for precision in ("fp16", "int8"):
         report = export(prepared, "tflite", precision, tmp_path / f"{precision}.tflite")
         assert report.parity.passed and report.path.is_file()
+
+
+def test_the_mse_loss_is_the_objective_when_asked_for(hr_folder, tmp_path, interrupt_training, capsys):
+    """«loss» mse trains on the mean squared error (what PSNR measures) instead of L1; the run says which,
+    its resume state records it (a resume with the other loss is refused), and a family with its own
+    objective refuses it."""
+    model = ECBSR(ECBSRConfig(1, 4, 2)).train()
+    lr, hr = torch.rand(2, 1, 8, 8) * 255, torch.rand(2, 1, 16, 16) * 255
+    with torch.no_grad():
+        out = model(lr)
+        assert Objective(model, loss="mse")(lr, hr, 0.0).item() == torch.nn.functional.mse_loss(out, hr).item()
+        assert Objective(model)(lr, hr, 0.0).item() == torch.nn.functional.l1_loss(out, hr).item()
+    out_path = tmp_path / "m.pt"
+    argv = ["train", *TINY, "--data", str(hr_folder), "--iters", "6", "--batch", "2", "--patch", "8",
+            "--save-every", "2", "-o", str(out_path), "--loss", "mse"]
+    interrupt_training(5)
+    assert main(argv) == 130
+    assert ", MSE, seed" in capsys.readouterr().err
+    assert torch.load(out_path, weights_only=True)["train_state"]["loss"] == "mse"
+    assert main([*argv, "--loss", "l1", "--resume"]) == 2
+    assert "used the mse loss" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0
+    smsr = ["train", "--model", "smsr", "--variant", "C4-K1", "--scale", "2", "--data", str(hr_folder), "--iters", "2",
+            "-o", str(tmp_path / "s.pt"), "--loss", "mse"]
+    assert main(smsr) == 2
+    assert "trains with its own objective" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("option", [["--ema", "1"], ["--ema", "-0.1"], ["--hr-scales", "1", "2"]])

@@ -54,7 +54,8 @@ def _train(args: argparse.Namespace) -> int:
     check_outputs(args, args.json)
     request = TrainRequest(args.model or DEFAULT_MODEL, args.data, args.output, args.iters, args.variant, args.scale,
                            args.pixel_range, args.batch, args.patch, args.lr, args.seed, args.save_every, args.stage,
-                           args.schedule, args.ema, tuple(args.hr_scales), args.weights, args.resume, args.force)
+                           args.schedule, args.ema, args.loss, tuple(args.hr_scales), args.weights, args.resume,
+                           args.force)
     family, config, trained = run_training(request, progress, progress.bar)
     if not launched().main:
         return 0  # rank 0 reports, evaluates and writes the JSON
@@ -86,6 +87,9 @@ def add(sub) -> None:
                         "or the recipe's steps (lr halved at fixed fractions of the run) (default: the recipe's)")
     parser.add_argument("--ema", type=float, help="decay of the exponential moving average of the weights that is "
                         "saved, e.g. 0.999; 0: none (default: the recipe's)")
+    parser.add_argument("--loss", choices=["l1", "mse"], default="l1", help="reconstruction loss of a family "
+                        "trained with plain L1 (ECBSR, SplitSR): l1 (the papers') or mse (what PSNR measures, e.g. a "
+                        "short fine-tune after L1) (default: l1)")
     parser.add_argument("--hr-scales", type=positive_float, nargs="+", default=[1.0], metavar="F",
                         help="also train on each photo downscaled by these factors (<= 1; default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed for init, crops and order (default: 0)")

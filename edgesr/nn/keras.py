@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from edgesr.layout import oihw_to_hwio
+from edgesr.layout import depth_to_space_order, oihw_to_hwio
 from edgesr.nn.tf import keras, tf
 
 
@@ -145,8 +145,6 @@ def keras_blocked_chain(chain, int8_ranges: list[tuple[float, float]] | None = N
     """Keras twin of an edgesr.nn.blocked.BlockedChain: CONV_2D (ReLU fused), CONV_2D 1x1, ADD and
     one DEPTH_TO_SPACE; the last conv's and the skip's channels reordered for depth_to_space. With
     `int8_ranges`, a FakeQuant after each stored tensor sets its int8 range."""
-    from edgesr.layout import depth_to_space_order
-
     ranges = iter(int8_ranges or [])
 
     def stored(y, name):
@@ -183,3 +181,22 @@ class FakeQuant(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "lo": self.lo, "hi": self.hi}
+
+
+def ecb_network(lr, plain):
+    """An ECB network's deploy graph (edgesr/nn/ecb.py ECBSRPlain) on the Keras tensor `lr`: its
+    convs and PReLUs with the same weights, the last conv's channels reordered for depth_to_space,
+    the global residual added before the shuffle (no Resize op)."""
+    cfg = plain.config
+    y = lr
+    blocks = list(plain.backbone)
+    order = depth_to_space_order(cfg.colors, cfg.scale)
+    for index, block in enumerate(blocks):
+        last = index == len(blocks) - 1
+        y = conv_like(block.conv3x3, f"conv{index}", order=order if last else None)(y)
+        if block.act is not None:
+            y = prelu_like(block.act, f"prelu{index}")(y)
+    # depth_to_space channel t belongs to colour t % C: tiling the input s*s times matches it.
+    skip = lr if cfg.colors == 1 else keras.layers.Concatenate(name="skip")([lr] * cfg.scale ** 2)
+    y = keras.layers.Add(name="residual")([y, skip])
+    return DepthToSpace(cfg.scale, name="sr")(y)

@@ -46,10 +46,10 @@ class HardRouted:
 @register
 class ClassSRFamily(Family):
     name = "classsr"
-    summary = "classifier routes 32x32 LR tiles to one of three branches (FSRCNN or SRResNet; RGB, 0..1)"
+    summary = "classifier routes 32x32 LR tiles to one of three branches (FSRCNN, SRResNet or ECB; RGB, 0..1)"
     presets = classsr.PRESETS
     scales = classsr.SCALES
-    default_variant = "FSRCNN-16-36-56-skip"
+    default_variant = "ECB-8-16-24"
     default_pixel_range = 1.0
     # 32x32 LR sub-images (the classifier's tile); the authors' batch is 96. Stages (model.py,
     # set_stage): branches and classifier at 1e-3, joint fine-tune at 1e-4.

@@ -8,7 +8,9 @@ TRANSPOSE appears:
   second one on the input and an ADD), then a crop (STRIDED_SLICE) that reproduces PyTorch's
   padding / output_padding;
 - SRResNet: CONV_2D, LEAKY_RELU, ADD, DEPTH_TO_SPACE (upconv channels permuted, see
-  edgesr/layout.py), RESIZE_BILINEAR (half-pixel centres = align_corners=False).
+  edgesr/layout.py), RESIZE_BILINEAR (half-pixel centres = align_corners=False);
+- ECB (re-parameterized): CONV_2D, PRELU, CONCATENATION + ADD (the RGB residual), DEPTH_TO_SPACE,
+  as ECBSR's twin (edgesr.nn.keras.ecb_network).
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ import torch.nn as nn
 
 from edgesr.families.classsr.model import FSRCNN, Classifier, MSRResNet
 from edgesr.layout import depth_to_space_order
-from edgesr.nn.keras import DepthToSpace, ResizeBilinear, SpatialMean, conv_like, float64_array, prelu_like
+from edgesr.nn.ecb import ECBSRPlain
+from edgesr.nn.keras import (
+    DepthToSpace,
+    ResizeBilinear,
+    SpatialMean,
+    conv_like,
+    ecb_network,
+    float64_array,
+    prelu_like,
+)
 from edgesr.nn.tf import keras
 
 
@@ -91,7 +102,10 @@ def _srresnet(lr, net: MSRResNet):
 
 
 def build_keras_branch(net: nn.Module, colors: int, tile: int, name: str) -> keras.Model:
-    """Tiles (N, t, t, C) -> SR tiles (N, s t, s t, C) for an FSRCNN or SRResNet branch."""
+    """Tiles (N, t, t, C) -> SR tiles (N, s t, s t, C) for an FSRCNN, SRResNet or (plain) ECB branch."""
     lr = _input(colors, tile)
-    sr = _fsrcnn(lr, net) if isinstance(net, FSRCNN) else _srresnet(lr, net)
+    if isinstance(net, ECBSRPlain):
+        sr = ecb_network(lr, net)
+    else:
+        sr = _fsrcnn(lr, net) if isinstance(net, FSRCNN) else _srresnet(lr, net)
     return keras.Model(lr, sr, name=name)

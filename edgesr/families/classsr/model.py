@@ -22,7 +22,12 @@ SRResNet branch (BasicSR/mmsr MSRResNet(nf, nb=16)):
     conv_first, recon_trunk.{i}.conv1/conv2 (conv-ReLU-conv + identity), upconv1 (+ upconv2
     for x4) + PixelShuffle + LeakyReLU 0.1, HRconv + LeakyReLU 0.1, conv_last,
     + bilinear-upsampled input (align_corners=False).
-Widths: FSRCNN d = 16/36/56, SRResNet nf = 36/52/64 (the paper's). Input: RGB in [0, 1].
+ECB branch (edgesr's, not the paper's; edgesr/nn/ecb.py): an RGB ECBSR network of M ECBs of
+    width C (keys backbone.{i}.*, as ECBSR's), trained with its five branches per block and
+    re-parameterized into plain conv3x3 + PReLU in the deploy bundle: the three widths of
+    ClassSR with ECBSR's phone-friendly deploy graph (CONV_2D, PRELU, ADD, DEPTH_TO_SPACE).
+Widths: FSRCNN d = 16/36/56, SRResNet nf = 36/52/64 (the paper's); ECB C = 8/16/24, M = 4.
+Input: RGB in [0, 1].
 
 Choices (also in README.md, "ClassSR"):
 1. Scales 2, 3, 4. The authors hard-code x4 (tail padding 3, output_padding 1). For any s
@@ -38,8 +43,8 @@ Choices (also in README.md, "ClassSR"):
    remainder) and overlaps are blended with squared-distance ramps that sum to one instead of
    the authors' plain average, which leaves seams; Tiling(blend="mean") restores theirs.
 
-Re-parameterization: nothing folds (no BatchNorm in FSRCNN/SRResNet); `reparameterize()`
-splits the model into its deploy bundle, `ClassSRDeploy`: the classifier and the three
+Re-parameterization: ECB branches fold into plain convs (FSRCNN/SRResNet have nothing to fold:
+no BatchNorm); `reparameterize()` splits the model into its deploy bundle, `ClassSRDeploy`: the classifier and the three
 branches as separate modules plus the tiling (tile 32, stride 28), whose forward runs the
 routed whole-image inference of edgesr.families.classsr.routing in PyTorch.
 """
@@ -57,27 +62,31 @@ import torch.nn.functional as F
 from edgesr.distributed import batch_gather, batch_sum, current, local_part
 from edgesr.errors import UserError
 from edgesr.family import DataclassConfig
+from edgesr.nn.ecb import ECBSR, ECBShape, ECBSRPlain, OnlineFolded, ecb_footprint
 from edgesr.resources import Footprint
 from edgesr.tiling import Tiling
 
 SCALES = (2, 3, 4)
-FAMILIES = ("FSRCNN", "SRResNet")
+FAMILIES = ("FSRCNN", "SRResNet", "ECB")
 CLASSES = ("simple", "medium", "hard")  # the order of the classifier's logits and of net1..net3
-PAPER_WIDTHS = {"FSRCNN": (16, 36, 56), "SRResNet": (36, 52, 64)}
-PAPER_DEPTH = {"FSRCNN": 4, "SRResNet": 16}  # FSRCNN: mapping convs m; SRResNet: residual blocks nb
+PAPER_WIDTHS = {"FSRCNN": (16, 36, 56), "SRResNet": (36, 52, 64), "ECB": (8, 16, 24)}  # ECB: edgesr's
+PAPER_DEPTH = {"FSRCNN": 4, "SRResNet": 16, "ECB": 4}  # FSRCNN: mapping convs m; SRResNet: blocks nb; ECB: M
 FSRCNN_SHRINK = 12
 LOSS_WEIGHTS = (1000.0, 0.5, 3.0)  # L1, class loss, average loss: the authors' configs for [0, 1] data
 STAGES = ("branches", "classifier", "joint")  # the authors' training recipe, in order
 PRESETS = (
     "FSRCNN-16-36-56",       # the paper's ClassSR-FSRCNN
     "SRResNet-36-52-64",     # the paper's ClassSR-SRResNet (16 blocks)
-    "FSRCNN-16-36-56-skip",  # default: the paper's widths with a learned bilinear skip per branch
+    "FSRCNN-16-36-56-skip",  # the paper's widths with a learned bilinear skip per branch (shipped)
     "FSRCNN-4-6-8-S4M1",     # tiny: tests
     "FSRCNN-4-6-8-S4M1-skip",  # tiny: tests
     "SRResNet-4-6-8-B1",     # tiny: tests
+    "ECB-8-16-24",           # default (shipped): ECBSR-style branches (M4C8/16/24, RGB), re-parameterized
+    "ECB-4-6-8-M1",          # tiny: tests
 )
 _FSRCNN = re.compile(r"^FSRCNN(?:-(\d+)-(\d+)-(\d+))?(?:-S(\d+)M(\d+))?(-skip)?$", re.IGNORECASE)
 _SRRESNET = re.compile(r"^SRResNet(?:-(\d+)-(\d+)-(\d+))?(?:-B(\d+))?$", re.IGNORECASE)
+_ECB = re.compile(r"^ECB(?:-(\d+)-(\d+)-(\d+))?(?:-M(\d+))?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,7 @@ class ClassSRConfig(DataclassConfig):
 
     family: str = "FSRCNN"
     widths: tuple[int, int, int] = (16, 36, 56)
-    depth: int = 4  # FSRCNN: mapping convs m; SRResNet: residual blocks nb
+    depth: int = 4  # FSRCNN: mapping convs m; SRResNet: residual blocks nb; ECB: modules M
     shrink: int = FSRCNN_SHRINK  # FSRCNN s (0 for SRResNet)
     scale: int = 4
     colors: int = 3
@@ -99,8 +108,8 @@ class ClassSRConfig(DataclassConfig):
             problems.append("only FSRCNN branches take a skip (SRResNet has its bilinear one)")
         if self.family not in FAMILIES:
             problems.append(f"family {self.family} is not one of {', '.join(FAMILIES)}")
-        if len(self.widths) != 3 or min(self.widths) < 1 or self.depth < 1:
-            problems.append("three widths and a depth of at least 1 are needed")
+        if len(self.widths) != 3 or min(self.widths) < 1 or self.depth < (0 if self.family == "ECB" else 1):
+            problems.append("three widths and a depth of at least 1 (ECB: 0) are needed")
         if self.family == "FSRCNN" and self.shrink < 1:
             problems.append("FSRCNN needs a shrink width s >= 1")
         if self.scale not in SCALES:
@@ -116,6 +125,8 @@ class ClassSRConfig(DataclassConfig):
         if self.family == "FSRCNN":
             extra = "" if (self.shrink, self.depth) == (FSRCNN_SHRINK, 4) else f"-S{self.shrink}M{self.depth}"
             extra += "-skip" if self.skip else ""
+        elif self.family == "ECB":
+            extra = "" if self.depth == PAPER_DEPTH["ECB"] else f"-M{self.depth}"
         else:
             extra = "" if self.depth == 16 else f"-B{self.depth}"
         return f"{self.family}-{widths}{extra}"
@@ -125,9 +136,10 @@ class ClassSRConfig(DataclassConfig):
 
 
 def parse_variant(variant: str, scale: int, pixel_range: float = 1.0) -> ClassSRConfig:
-    """'FSRCNN' / 'FSRCNN-16-36-56[-S12M4]' / 'SRResNet' / 'SRResNet-36-52-64[-B16]' -> config."""
+    """'FSRCNN' / 'FSRCNN-16-36-56[-S12M4][-skip]' / 'SRResNet' / 'SRResNet-36-52-64[-B16]' /
+    'ECB' / 'ECB-8-16-24[-M4]' -> config."""
     text = variant.strip()
-    for family, pattern in (("FSRCNN", _FSRCNN), ("SRResNet", _SRRESNET)):
+    for family, pattern in (("FSRCNN", _FSRCNN), ("SRResNet", _SRRESNET), ("ECB", _ECB)):
         match = pattern.match(text)
         if not match:
             continue
@@ -138,10 +150,10 @@ def parse_variant(variant: str, scale: int, pixel_range: float = 1.0) -> ClassSR
             shrink, depth = (int(groups[3]), int(groups[4])) if groups[3] else (FSRCNN_SHRINK, 4)
             skip = bool(groups[5])
         else:
-            shrink, depth = 0, int(groups[3]) if groups[3] else 16
+            shrink, depth = 0, int(groups[3]) if groups[3] else PAPER_DEPTH[family]
         return ClassSRConfig(family, widths, depth, shrink, scale, 3, pixel_range, skip)
-    raise UserError(f"unknown classsr variant '{variant}': use FSRCNN[-d1-d2-d3][-S<s>M<m>][-skip] or "
-                    f"SRResNet[-nf1-nf2-nf3][-B<blocks>], e.g. {', '.join(PRESETS)}")
+    raise UserError(f"unknown classsr variant '{variant}': use FSRCNN[-d1-d2-d3][-S<s>M<m>][-skip], "
+                    f"SRResNet[-nf1-nf2-nf3][-B<blocks>] or ECB[-c1-c2-c3][-M<modules>], e.g. {', '.join(PRESETS)}")
 
 
 # --- branches -------------------------------------------------------------------------------
@@ -230,11 +242,25 @@ class MSRResNet(nn.Module):
         return out + F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
 
 
-def make_branch(config: ClassSRConfig, width: int) -> nn.Module:
-    """One branch of the config's family at the given width."""
+def make_branch(config: ClassSRConfig, width: int, deploy: bool = False) -> nn.Module:
+    """One branch of the config's family at the given width (ECB: its plain form if `deploy`)."""
     if config.family == "FSRCNN":
         return FSRCNN(config.colors, config.scale, width, config.shrink, config.depth, config.skip)
+    if config.family == "ECB":
+        shape = ECBShape(config.depth, width, config.scale, config.colors)
+        return ECBSRPlain(shape) if deploy else ECBSR(shape)
     return MSRResNet(config.colors, config.scale, width, config.depth)
+
+
+def deploy_branch(net: nn.Module) -> nn.Module:
+    """A trained branch's deploy form: an ECB branch re-parameterized, the others as they are."""
+    return net.reparameterize() if isinstance(net, ECBSR) else copy.deepcopy(net)
+
+
+def step_branch(net: nn.Module) -> nn.Module:
+    """What a training step runs for a branch: an ECB branch through its online fold (same
+    function and gradients, a quarter of the MACs: edgesr/nn/ecb.py OnlineFolded)."""
+    return OnlineFolded(net) if isinstance(net, ECBSR) else net
 
 
 class Classifier(nn.Module):
@@ -256,10 +282,10 @@ class Classifier(nn.Module):
 class _Parts(nn.Module):
     """classifier + net1/net2/net3, shared by the training graph and the deploy bundle."""
 
-    def _build(self, config: ClassSRConfig) -> None:
+    def _build(self, config: ClassSRConfig, deploy: bool = False) -> None:
         self.config = config
         self.classifier = Classifier(config.colors, len(CLASSES))
-        self.net1, self.net2, self.net3 = (make_branch(config, w) for w in config.widths)
+        self.net1, self.net2, self.net3 = (make_branch(config, w, deploy) for w in config.widths)
 
     @property
     def branches(self) -> tuple[nn.Module, nn.Module, nn.Module]:
@@ -293,16 +319,18 @@ class ClassSR(_Parts):
         ClassSR has no schedule inside a stage)."""
         if self.stage == "branches":
             classes = difficulty_classes(lr, hr, self.config.scale)
-            total = sum(F.l1_loss(net(lr[classes == k]), hr[classes == k], reduction="sum")
+            total = sum(F.l1_loss(step_branch(net)(lr[classes == k]), hr[classes == k], reduction="sum")
                         for k, net in enumerate(self.branches) if (classes == k).any())
             return total / hr.numel()
-        sr, probs = self.route_soft(lr)
+        sr, probs = self.route_soft(lr, step=True)
         return classsr_loss(sr, hr, probs)
 
-    def route_soft(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sum_k p_k net_k(x), p) with p = softmax of the classifier's logits, shape (N, 3)."""
+    def route_soft(self, x: torch.Tensor, step: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum_k p_k net_k(x), p) with p = softmax of the classifier's logits, shape (N, 3); with
+        `step`, each branch as a training step runs it (step_branch)."""
         probs = F.softmax(self.classifier(x), dim=1)
-        out = sum(probs[:, k, None, None, None] * net(x) for k, net in enumerate(self.branches))
+        run = step_branch if step else (lambda net: net)
+        out = sum(probs[:, k, None, None, None] * run(net)(x) for k, net in enumerate(self.branches))
         return out, probs
 
     def route_hard(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -373,7 +401,7 @@ class ClassSRDeploy(_Parts):
 
     def __init__(self, config: ClassSRConfig, tiling: Tiling | None = None):
         super().__init__()
-        self._build(config)
+        self._build(config, deploy=True)
         self.tiling = tiling or Tiling()
         check_tiling(self.tiling)
 
@@ -394,10 +422,13 @@ def check_tiling(tiling: Tiling) -> None:
 
 
 def reparameterize(model: ClassSR, tiling: Tiling | None = None) -> ClassSRDeploy:
-    """Split a training graph into its deploy bundle (weights copied; nothing to fold)."""
+    """Split a training graph into its deploy bundle: the classifier and FSRCNN/SRResNet branches
+    copied, ECB branches re-parameterized (deploy_branch)."""
     ref = model.classifier.lastOut.weight
     bundle = ClassSRDeploy(model.config, tiling).to(ref.device, ref.dtype)
-    bundle.load_state_dict(copy.deepcopy(model.state_dict()), strict=True)
+    bundle.classifier.load_state_dict(copy.deepcopy(model.classifier.state_dict()), strict=True)
+    for k, net in enumerate(model.branches, start=1):
+        getattr(bundle, f"net{k}").load_state_dict(deploy_branch(net).state_dict(), strict=True)
     return bundle.eval()
 
 
@@ -425,7 +456,13 @@ def branch_config(state_dict: dict, prefix: str = "") -> tuple[str, int, int, in
         if scale is None:
             raise _not_classsr(f"{prefix}upconv1 has {up} output channels, not 4 or 9 x {width}")
         return "SRResNet", width, depth, 0, scale, False
-    raise _not_classsr(f"no {prefix}head_conv (FSRCNN) or {prefix}conv_first (SRResNet) weights")
+    if "backbone.0.conv1x1_3x3.k0" in shapes:
+        blocks = sorted(int(m.group(1)) for k in shapes if (m := re.match(r"^backbone\.(\d+)\.conv3x3\.weight$", k)))
+        width, colors = shapes["backbone.0.conv3x3.weight"][:2]
+        scale = round((shapes[f"backbone.{blocks[-1]}.conv3x3.weight"][0] / colors) ** 0.5)
+        return "ECB", width, len(blocks) - 2, 0, scale, False
+    raise _not_classsr(f"no {prefix}head_conv (FSRCNN), {prefix}conv_first (SRResNet) or {prefix}backbone (ECB, "
+                       "training layout) weights")
 
 
 def config_from_state_dict(state_dict: dict, pixel_range: float = 1.0) -> ClassSRConfig:
@@ -483,6 +520,9 @@ def footprint(config: ClassSRConfig) -> Footprint:
             params += 81 * width * c + c  # the 9x9 transposed conv
             params += (81 * c * c + c) if config.skip else 0
             layers += m + 10
+        elif config.family == "ECB":
+            own = ecb_footprint(ECBShape(config.depth, width, config.scale, c))
+            params, layers = params + own.params, layers + own.layers
         else:
             ups = [4, 4] if config.scale == 4 else [config.scale ** 2]
             params += (conv(c, width) + 2 * config.depth * conv(width, width) + sum(conv(width, u * width) for u in ups)
