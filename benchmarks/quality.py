@@ -2,7 +2,7 @@
 
 For each built-in checkpoint, PSNR/SSIM on the Y channel (the default protocol, EDSR's: see
 edgesr/protocol.py) on the held-out photos (scikit-image's bundled ones, never used for training), for the training
-graph, the deploy graph and every exported file (each parity-checked when exported), next to
+graph, the deploy graph and every exported ONNX and TFLite file (each parity-checked when exported), next to
 bicubic on the same LR. For ClassSR the training graph is the hard-routed one, tile by tile, and
 the deploy and exported forms are routed bundles (ONNX Runtime / LiteRT). Writes
 benchmarks/results/quality.{json,md} and refreshes the table between <!-- quality:shipped -->
@@ -21,7 +21,7 @@ from pathlib import Path
 from benchmarks.publish import RESULTS, ROOT, refresh_readme
 from edgesr.atomic import write_bytes_atomic
 from edgesr.evaluate import evaluate_folder, mean_scores
-from edgesr.export.exporter import FORMATS, export
+from edgesr.export.exporter import export
 from edgesr.images import write_heldout_photos
 from edgesr.model import Prepared, prepare
 from edgesr.model_files import open_model
@@ -42,7 +42,7 @@ def _graphs(prepared: Prepared, scratch: Path) -> dict[str, Graph]:
     family, deployable = prepared.family, prepared.deployable
     graphs: dict[str, Graph] = {"train": family.reference(prepared.train, deployable),
                                 "deploy": deployable.torch_runner()}
-    files = [(fmt, p) for fmt, precisions in FORMATS.items() for p in precisions if p in family.export_precisions]
+    files = [(fmt, p) for fmt, p in FILES if p in family.export_precisions]
     for fmt, precision in files:
         _progress(f"exporting {prepared.label} {fmt} {precision} (parity-checked)")
         path = scratch / f"{family.name}-x{prepared.config.scale}-{fmt}-{precision}"

@@ -1,8 +1,9 @@
 """This machine's measured compute ceiling, the yardstick of every host bench: the best of a few
 2048x2048 matrix products, fp32 (torch.matmul: MKL/oneDNN SGEMM) and int8 (torch._int_mm: VNNI/AMX
-where the CPU has them), per thread count. Measured once per CPU, thread count and torch version,
-then cached (a nominal clock x lanes x FMA-units formula was 15% under the fp32 measurement on
-this project's Xeon and says nothing about int8)."""
+where the CPU has them; none where it is slower than fp32, a scalar fallback), per thread count.
+Measured once per CPU, thread count and torch version, then cached (a nominal clock x lanes x
+FMA-units formula was 15% under the fp32 measurement on this project's Xeon and says nothing
+about int8)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,11 @@ def measure(threads: int) -> dict[str, float | None]:
                 int8 = flops / _best_seconds(lambda: torch._int_mm(qa, qb)) / 1e9
             except RuntimeError:  # no int8 GEMM kernel for this CPU in this torch build
                 int8 = None
+            if int8 is not None and int8 < fp32:
+                # a scalar fallback, not the CPU's int8 rate: any vectorized int8 GEMM on x86 (AVX2's
+                # vpmaddubsw, VNNI, AMX) outruns SGEMM. Measured on an AVX2-only AMD EPYC: 0.67 GOP/s
+                # int8 vs 68 GFLOP/s fp32. No int8 ceiling then, rather than one int8 files would beat.
+                int8 = None
         return {"fp32_gflops": fp32, "int8_gops": int8}
     finally:
         torch.set_num_threads(before)
@@ -69,6 +75,9 @@ def ceiling(threads: int, cpu_model: str) -> dict[str, float | None]:
         cached = {}
     entry = cached.get(key)
     if isinstance(entry, dict) and isinstance(entry.get("fp32_gflops"), (int, float)):
+        int8 = entry.get("int8_gops")
+        if int8 is not None and int8 < entry["fp32_gflops"]:  # cached before fallbacks were refused
+            entry = {**entry, "int8_gops": None}
         return entry
     entry = measure(threads)
     cached[key] = entry
