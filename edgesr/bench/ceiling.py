@@ -33,6 +33,14 @@ def _best_seconds(run) -> float:
     return best
 
 
+def _without_int8_fallback(entry: dict) -> dict:
+    """No int8 ceiling where int8 GEMM is slower than fp32: that is a scalar fallback, not the CPU's
+    int8 rate (any vectorized int8 GEMM on x86, AVX2's vpmaddubsw, VNNI or AMX, outruns SGEMM;
+    measured on an AVX2-only AMD EPYC: 0.67 GOP/s int8 vs 68 GFLOP/s fp32)."""
+    int8 = entry.get("int8_gops")
+    return {**entry, "int8_gops": None} if int8 is not None and int8 < entry["fp32_gflops"] else entry
+
+
 def measure(threads: int) -> dict[str, float | None]:
     """fp32 GFLOP/s and int8 GOP/s (2 x multiply-adds per second) of a square matrix product."""
     import torch
@@ -51,12 +59,7 @@ def measure(threads: int) -> dict[str, float | None]:
                 int8 = flops / _best_seconds(lambda: torch._int_mm(qa, qb)) / 1e9
             except RuntimeError:  # no int8 GEMM kernel for this CPU in this torch build
                 int8 = None
-            if int8 is not None and int8 < fp32:
-                # a scalar fallback, not the CPU's int8 rate: any vectorized int8 GEMM on x86 (AVX2's
-                # vpmaddubsw, VNNI, AMX) outruns SGEMM. Measured on an AVX2-only AMD EPYC: 0.67 GOP/s
-                # int8 vs 68 GFLOP/s fp32. No int8 ceiling then, rather than one int8 files would beat.
-                int8 = None
-        return {"fp32_gflops": fp32, "int8_gops": int8}
+        return _without_int8_fallback({"fp32_gflops": fp32, "int8_gops": int8})
     finally:
         torch.set_num_threads(before)
 
@@ -75,10 +78,7 @@ def ceiling(threads: int, cpu_model: str) -> dict[str, float | None]:
         cached = {}
     entry = cached.get(key)
     if isinstance(entry, dict) and isinstance(entry.get("fp32_gflops"), (int, float)):
-        int8 = entry.get("int8_gops")
-        if int8 is not None and int8 < entry["fp32_gflops"]:  # cached before fallbacks were refused
-            entry = {**entry, "int8_gops": None}
-        return entry
+        return _without_int8_fallback(entry)  # entries cached before fallbacks were refused too
     entry = measure(threads)
     cached[key] = entry
     try:  # a cache that cannot be written (read-only home) only costs the next run a second
