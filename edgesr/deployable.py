@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 from edgesr.family import Config, Family, IOSpec
 
+TILE_BATCH = 64  # a tile graph takes 1..TILE_BATCH tiles per call; its glue runs larger sets in such batches
+
 if TYPE_CHECKING:
     import torch.nn as nn
 
@@ -21,7 +23,7 @@ class GraphSpec:
     """One graph of a deployable and the inputs it is exported for."""
 
     module: nn.Module
-    tile: int | None = None  # None: images of any height and width; else tile x tile inputs, any batch
+    tile: int | None = None  # None: images of any height and width; else tile x tile inputs, TILE_BATCH at most
     fixed_precision: str | None = None  # stored at this precision whatever the export's (a router: fp32)
     output: str = "sr"  # output tensor name
 

@@ -245,6 +245,7 @@ class PteGraph:
         described = metadata.read(self.path) or {}
         self.sides = int(described.get("min_side") or 0), int(described.get("max_side") or 0)
         self.multiple = int(described.get("pads_to_multiple") or 1)  # sides it takes; it pads others (export)
+        self.max_batch = int(described.get("max_batch") or 0)  # a tile graph's declared batch bound
         self.scale = int((described.get("io") or {}).get("scale") or 1)
 
     @property
@@ -280,6 +281,9 @@ class PteGraph:
         if x.ndim == 4 and high and not low <= min(x.shape[2:]) <= max(x.shape[2:]) <= high:
             raise UserError(f"{self.path.name} takes sides of {low} to {high} pixels (the bounds declared at export), "
                             f"not {x.shape[2]}x{x.shape[3]}: tile a larger image (e.g. «tile» 512), pad a smaller one")
+        if self.max_batch and x.shape[0] > self.max_batch:
+            raise UserError(f"{self.path.name} takes batches of 1 to {self.max_batch} tiles (the bound declared at "
+                            f"export), not {x.shape[0]}: run larger sets in batches of {self.max_batch}")
         tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         return lambda: self.method.execute([tensor])[0].numpy()
 

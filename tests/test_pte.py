@@ -9,10 +9,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from test_error_model import moved_weight
 
 from edgesr import metadata
 from edgesr.cli import main
+from edgesr.deployable import TILE_BATCH
 from edgesr.errors import UserError
 from edgesr.export.exporter import export, parity
 from edgesr.export.pte import MAX_SIDE, MIN_SIDE, export_pte
@@ -175,3 +177,22 @@ def test_a_missing_executorch_is_one_line(monkeypatch, tmp_path, capsys):
     assert err[-1] == ("edgesr: error: executorch is not installed (the 'executorch' extra: ExecuTorch .pte export "
                        "and runtime): pip install 'edgesr[executorch]'")
     assert not (tmp_path / "m.pte").exists()
+
+
+def test_tile_graphs_take_their_declared_batch_and_the_bundle_routes_more_tiles(tmp_path):
+    """Each tile graph of a ClassSR bundle takes 1..TILE_BATCH tiles. Lowering used to narrow the
+    bound to 15 (a conv guard taken on the 2-tile tracing example), so any photo with 16 tiles of one
+    class failed; now a photo of 100 tiles routes in batches and matches the training graph, and a
+    batch over the bound is one clear line."""
+    prepared = prepare("classsr", "FSRCNN-4-6-8-S4M1")
+    out = tmp_path / "bundle"
+    export(prepared, "pte", "fp32", out)
+    assert parity(prepared, out, "fp32", sizes=[(284, 284)]).passed  # 10 x 10 tiles of 32, stride 28
+    for name in ("classifier", "net1"):
+        graph = open_runtime_file(out / f"{name}.pte")
+        tiles = np.random.default_rng(0).uniform(0, 255, (TILE_BATCH + 1, 3, 32, 32)).astype(np.float32)
+        with torch.no_grad():
+            shape = prepared.deployable.graphs[name].module(torch.from_numpy(tiles[:TILE_BATCH])).shape
+        assert graph(tiles[:TILE_BATCH]).shape == tuple(shape)
+        with pytest.raises(UserError, match=f"takes batches of 1 to {TILE_BATCH} tiles .* not {TILE_BATCH + 1}"):
+            graph(tiles)

@@ -18,7 +18,7 @@ import numpy as np
 from edgesr import bundle, metadata
 from edgesr.atomic import atomic_directory, atomic_output, check_output_path, ensure_writable_parent
 from edgesr.check import Check, Pair, Subject, check_pairs, collect, expectation, graph_model
-from edgesr.deployable import Deployable, GraphSpec
+from edgesr.deployable import TILE_BATCH, Deployable, GraphSpec
 from edgesr.errors import ParityError, UserError
 from edgesr.family import IOSpec
 from edgesr.images import FULL_CROP, calibration_crops, verification_inputs
@@ -286,7 +286,9 @@ def _file_metadata(prepared: Prepared, name: str, precision: str, parity: list[d
     extra = {"int8_form": graph_form(spec, precision)} if precision == "int8" else {}
     if getattr(spec.module, "size_multiple", 1) > 1:
         extra.update(size_multiple=spec.module.size_multiple, receptive_radius=spec.module.radius)
-    if path is not None and path.suffix == ".pte" and not spec.tile:
+    if path is not None and path.suffix == ".pte" and spec.tile:
+        extra.update(max_batch=TILE_BATCH)
+    elif path is not None and path.suffix == ".pte":
         from edgesr.export.pte import MAX_SIDE, MIN_SIDE, pads_to_multiple
 
         extra.update(min_side=MIN_SIDE, max_side=MAX_SIDE, pads_to_multiple=pads_to_multiple(spec.module))
@@ -295,11 +297,12 @@ def _file_metadata(prepared: Prepared, name: str, precision: str, parity: list[d
 
 def graph_inputs(spec: GraphSpec, io: IOSpec, sizes: list[tuple[int, int]], seed: int) -> list[tuple[str, np.ndarray]]:
     """Check inputs of one graph: random + photo images at `sizes`, or for a tile graph four single
-    tiles and all four as one batch."""
+    tiles and the largest batch it declares (TILE_BATCH: the four, repeated)."""
     if spec.tile is None:
         return verification_inputs(sizes, io.colors, io.pixel_range, seed=seed)
     tiles = verification_inputs([(spec.tile, spec.tile)] * 2, io.colors, io.pixel_range, seed=seed)
-    return tiles + [(f"batch of {len(tiles)}", np.concatenate([x for _, x in tiles]))]
+    batch = np.concatenate([x for _, x in tiles])
+    return tiles + [(f"batch of {TILE_BATCH}", np.resize(batch, (TILE_BATCH, *batch.shape[1:])))]
 
 
 def graph_checks(deployable: Deployable, files: dict[str, Path], fmt: str, precision: str,

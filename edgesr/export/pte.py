@@ -1,6 +1,7 @@
 """ExecuTorch .pte files: `torch.export` of a deploy graph with dynamic height and width (up to
-MAX_SIDE LR pixels, from MIN_SIDE; a tile graph keeps its tile and takes any batch), lowered with the XNNPACK
-partitioner; what XNNPACK did not take runs on ExecuTorch's portable kernels.
+MAX_SIDE LR pixels, from MIN_SIDE; a tile graph keeps its tile and takes 1..TILE_BATCH tiles), lowered with the
+XNNPACK partitioner; what XNNPACK did not take runs on ExecuTorch's portable kernels. Memory is planned for the
+declared upper bounds (`_keep_declared_bounds`).
 
 int8 goes through PyTorch 2 export quantization (PT2E) with the XNNPACK quantizer: weights per output
 channel symmetric in [-127, 127], activations per tensor asymmetric in [-128, 127], ranges observed on the
@@ -17,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgesr.deployable import TILE_BATCH
 from edgesr.errors import ToolError
 from edgesr.extras import require
 from edgesr.metadata import PTE_METHOD, pte_slot
@@ -56,7 +58,7 @@ def export_pte(module, path: Path, colors: int, tile: int | None = None, calibra
     added = {}
     if tile:
         example = torch.zeros(2, colors, tile, tile)
-        dynamic = {0: Dim("batch", min=1, max=4096)}
+        dynamic = {0: Dim("batch", min=1, max=TILE_BATCH)}
     else:  # a graph that pads its input to a multiple itself is exported on multiples (its runner pads)
         m = pads_to_multiple(module)
         example = torch.zeros(1, colors, 64, 64)
@@ -71,12 +73,31 @@ def export_pte(module, path: Path, colors: int, tile: int | None = None, calibra
                 program = export(quantized, (example,), dynamic_shapes=(dynamic,))
             edge = exir.to_edge_transform_and_lower(program, partitioner=[partitioner()],
                                                     constant_methods={PTE_METHOD: pte_slot()})
+            _keep_declared_bounds(edge.exported_program())
             buffer = edge.to_executorch().buffer
     except Exception as exc:  # noqa: BLE001  (torch.export / exir raise many types)
         raise ToolError(f"ExecuTorch could not export {type(module).__name__}: {' '.join(str(exc).split())[:300]}"
                         ) from None
     Path(path).write_bytes(buffer)
     return added
+
+
+def _keep_declared_bounds(program) -> None:
+    """Give each input dimension its declared upper bound (the program's range constraints) back
+    before memory planning.
+
+    Lowering can narrow a bound with a guard taken on the tracing example: the XNNPACK backend's
+    preprocessing re-runs convolutions on fake tensors, and ATen's conv backend choice asks
+    `batch >= 16` for a 1x1 kernel, so a tile graph traced with 2 tiles came out bounded to 15 and
+    ExecuTorch refused 16 ("resize a bounded tensor"). That is a CPU kernel heuristic the delegate
+    does not depend on (XNNPACK takes its shapes at run time): the declared range is the true one."""
+    environments = {size.node.shape_env for node in program.graph.nodes if node.op == "placeholder"
+                    for size in getattr(node.meta.get("val"), "shape", ()) if hasattr(size, "node")}
+    for environment in environments:
+        ranges = environment.var_to_range
+        for symbol, declared in program.range_constraints.items():
+            if symbol.is_Symbol and symbol in ranges:  # a free size symbol (derived ones like 2*s follow it)
+                ranges[symbol] = type(ranges[symbol])(ranges[symbol].lower, declared.upper)
 
 
 def _quantized(program, calibration: list, pixel_range: float):

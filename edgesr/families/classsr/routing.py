@@ -1,8 +1,9 @@
 """ClassSR's host-side glue: routed whole-image inference over any runtime.
 
-route_image: pad, tile, classify every tile in one batch, send each class's tiles through its
-subnet in batches, stitch with overlap blending, crop. Works with any Graph (PyTorch, ONNX
-Runtime, LiteRT); RoutedRunner wraps it as the deployable's runner and tallies the classes.
+route_image: pad, tile, classify the tiles and send each class's tiles through its subnet, both in
+batches of at most TILE_BATCH (what an exported tile graph takes), stitch with overlap blending, crop.
+Works with any Graph (PyTorch, ONNX Runtime, LiteRT, ExecuTorch); RoutedRunner wraps it as the
+deployable's runner and tallies the classes.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgesr.deployable import TILE_BATCH
 from edgesr.runners import Graph
 from edgesr.tiling import Tiling, extract_tiles, pad_to_tile, stitch
 
-DEFAULT_BATCH = 64
 TileRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -75,11 +76,12 @@ def upscale_tiled(x: np.ndarray, tiling: Tiling, scale: int, run: TileRunner) ->
     return np.ascontiguousarray(sr[:, :, :height * scale, :width * scale]), classes
 
 
-def routed_runner(classifier: Graph, subnets: Sequence[Graph], batch: int = DEFAULT_BATCH) -> TileRunner:
-    """Classify all tiles in one batch, then each class's tiles through its subnet, `batch` at a time."""
+def routed_runner(classifier: Graph, subnets: Sequence[Graph], batch: int = TILE_BATCH) -> TileRunner:
+    """Classify the tiles, then each class's tiles through its subnet, `batch` at a time."""
 
     def run(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        classes = np.asarray(classifier(tiles)).argmax(axis=1)
+        classes = np.concatenate([np.asarray(classifier(tiles[start:start + batch])).argmax(axis=1)
+                                  for start in range(0, len(tiles), batch)])
         out: np.ndarray | None = None
         for k, net in enumerate(subnets):
             chosen = np.flatnonzero(classes == k)
@@ -95,7 +97,7 @@ def routed_runner(classifier: Graph, subnets: Sequence[Graph], batch: int = DEFA
 
 
 def route_image(x: np.ndarray, classifier: Graph, subnets: Sequence[Graph], tiling: Tiling, scale: int,
-                macs: TileMacs | None = None, batch: int = DEFAULT_BATCH) -> RoutedResult:
+                macs: TileMacs | None = None, batch: int = TILE_BATCH) -> RoutedResult:
     """The routed whole-image inference (see the module docstring)."""
     sr, classes = upscale_tiled(x, tiling, scale, routed_runner(classifier, subnets, batch))
     return RoutedResult(sr, classes, macs)
@@ -106,7 +108,7 @@ class RoutedRunner:
     with the classes and MACs of every call tallied (`summary`). Implements the Graph protocol."""
 
     def __init__(self, classifier: Graph, subnets: Sequence[Graph], class_names: Sequence[str], tiling: Tiling,
-                 scale: int, macs: TileMacs, batch: int = DEFAULT_BATCH):
+                 scale: int, macs: TileMacs, batch: int = TILE_BATCH):
         self.classifier, self.subnets, self.class_names = classifier, list(subnets), list(class_names)
         self.tiling, self.scale, self.macs, self.batch = tiling, scale, macs, batch
         self.classes: list[np.ndarray] = []
