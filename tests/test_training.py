@@ -247,7 +247,7 @@ def test_eval_cli_json(hr_folder, tmp_path, capsys):
 @pytest.mark.parametrize("scale", [2, 4])
 def test_shipped_checkpoint_beats_bicubic_on_held_out_photos_and_tflite_reproduces_it(tmp_path, scale):
     """The shipped ECBSR-M4C16 on the held-out photos (default protocol): every photo above
-    bicubic, the mean gain near what was measured (+0.977 dB at x4, where issue 15 asks +1.3; at x2
+    bicubic, the mean gain near what was measured (+1.059 dB at x4, where issue 15 asks +1.3; at x2
     +2.026, issue 15's +2.0 met), and the exported fp32 TFLite file within 0.01 dB of PyTorch."""
     from edgesr.export.exporter import export
     from edgesr.images import write_heldout_photos
@@ -261,7 +261,7 @@ def test_shipped_checkpoint_beats_bicubic_on_held_out_photos_and_tflite_reproduc
     deploy = evaluate_folder(TorchGraph(prepared.deploy), folder, scale, 1, 255.0).images
     assert all(s.psnr_y > s.bicubic_psnr_y for s in deploy), deploy
     mean = mean_scores(deploy)
-    assert mean["psnr_y"] - mean["bicubic_psnr_y"] >= {4: 0.95, 2: 2.0}[scale]
+    assert mean["psnr_y"] - mean["bicubic_psnr_y"] >= {4: 1.05, 2: 2.0}[scale]
     report = export(prepared, "tflite", "fp32", tmp_path / "m.tflite")
     tflite = mean_scores(evaluate_folder(open_model(report.path), folder, scale, 1, 255.0).images)
     assert abs(tflite["psnr_y"] - mean["psnr_y"]) < 0.01
