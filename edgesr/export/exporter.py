@@ -286,12 +286,11 @@ def _file_metadata(prepared: Prepared, name: str, precision: str, parity: list[d
     extra = {"int8_form": graph_form(spec, precision)} if precision == "int8" else {}
     if getattr(spec.module, "size_multiple", 1) > 1:
         extra.update(size_multiple=spec.module.size_multiple, receptive_radius=spec.module.radius)
-    if path is not None and path.suffix == ".pte" and spec.tile:
-        extra.update(max_batch=TILE_BATCH)
-    elif path is not None and path.suffix == ".pte":
+    if path is not None and path.suffix == ".pte":
         from edgesr.export.pte import MAX_SIDE, MIN_SIDE, pads_to_multiple
 
-        extra.update(min_side=MIN_SIDE, max_side=MAX_SIDE, pads_to_multiple=pads_to_multiple(spec.module))
+        extra.update({"max_batch": TILE_BATCH} if spec.tile else
+                     {"min_side": MIN_SIDE, "max_side": MAX_SIDE, "pads_to_multiple": pads_to_multiple(spec.module)})
     return {**document, "tile": spec.tile, "output_tensor": spec.output, "macs_per_pixel": macs, **extra}
 
 

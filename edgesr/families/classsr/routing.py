@@ -76,21 +76,24 @@ def upscale_tiled(x: np.ndarray, tiling: Tiling, scale: int, run: TileRunner) ->
     return np.ascontiguousarray(sr[:, :, :height * scale, :width * scale]), classes
 
 
+def in_batches(graph: Graph, tiles: np.ndarray, batch: int) -> np.ndarray:
+    """`graph` over `tiles`, `batch` at a time (an exported tile graph takes at most TILE_BATCH)."""
+    return np.concatenate([np.asarray(graph(tiles[start:start + batch])) for start in range(0, len(tiles), batch)])
+
+
 def routed_runner(classifier: Graph, subnets: Sequence[Graph], batch: int = TILE_BATCH) -> TileRunner:
     """Classify the tiles, then each class's tiles through its subnet, `batch` at a time."""
 
     def run(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        classes = np.concatenate([np.asarray(classifier(tiles[start:start + batch])).argmax(axis=1)
-                                  for start in range(0, len(tiles), batch)])
+        classes = in_batches(classifier, tiles, batch).argmax(axis=1)
         out: np.ndarray | None = None
         for k, net in enumerate(subnets):
             chosen = np.flatnonzero(classes == k)
-            for start in range(0, len(chosen), batch):
-                part = chosen[start:start + batch]
-                sr = net(tiles[part])
+            if len(chosen):
+                sr = in_batches(net, tiles[chosen], batch)
                 if out is None:
                     out = np.empty((len(tiles), *sr.shape[1:]), dtype=np.float32)
-                out[part] = sr
+                out[chosen] = sr
         return out, classes
 
     return run
@@ -131,8 +134,7 @@ class RoutedRunner:
         k = int(np.argmax(self.macs.subnets))
         largest = self.subnets[k]
         return upscale_tiled(x, self.tiling, self.scale, lambda tiles: (
-            np.concatenate([largest(tiles[i:i + self.batch]) for i in range(0, len(tiles), self.batch)]),
-            np.full(len(tiles), k)))[0]
+            in_batches(largest, tiles, self.batch), np.full(len(tiles), k)))[0]
 
     def total(self) -> RoutedResult:
         """Every call's tiles as one result (no image)."""
