@@ -20,6 +20,7 @@ from pathlib import Path
 
 from benchmarks.publish import RESULTS, ROOT, refresh_readme
 from edgesr.atomic import write_bytes_atomic
+from edgesr.errors import ParityError
 from edgesr.evaluate import evaluate_folder, mean_scores
 from edgesr.export.exporter import export
 from edgesr.images import write_heldout_photos
@@ -29,7 +30,7 @@ from edgesr.protocol import DEFAULT_PROTOCOL, get_protocol
 from edgesr.runners import Graph
 
 SHIPPED = (("ecbsr", "M4C16", 4), ("ecbsr", "M4C16", 2), ("classsr", "ECB-8-16-24", 4),
-           ("classsr", "FSRCNN-16-36-56-skip", 4))
+           ("classsr", "FSRCNN-16-36-56-skip", 4), ("smsr", "C16-K2", 4), ("splitsr", "A0.25-G2B2-H1-C16", 4))
 FILES = (("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8"))
 
 
@@ -37,8 +38,9 @@ def _progress(message: str) -> None:
     print(f"[quality {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _graphs(prepared: Prepared, scratch: Path) -> dict[str, Graph]:
-    """The training graph (the family's reference), the deploy form and every verified export."""
+def _graphs(prepared: Prepared, scratch: Path, refused: list[dict]) -> dict[str, Graph]:
+    """The training graph (the family's reference), the deploy form and every verified export; an
+    export that fails its parity check writes no file and is listed in `refused` with the reason."""
     family, deployable = prepared.family, prepared.deployable
     graphs: dict[str, Graph] = {"train": family.reference(prepared.train, deployable),
                                 "deploy": deployable.torch_runner()}
@@ -48,13 +50,16 @@ def _graphs(prepared: Prepared, scratch: Path) -> dict[str, Graph]:
         path = scratch / f"{family.name}-x{prepared.config.scale}-{fmt}-{precision}"
         if deployable.single:
             path = path.with_suffix(f".{fmt}")
-        graphs[f"{fmt}-{precision}"] = open_model(export(prepared, fmt, precision, path, force=True).path)
+        try:
+            graphs[f"{fmt}-{precision}"] = open_model(export(prepared, fmt, precision, path, force=True).path)
+        except ParityError as exc:
+            refused.append({"model": f"{prepared.label}", "graph": f"{fmt}-{precision}", "reason": str(exc)})
     return graphs
 
 
 def measure(models=SHIPPED) -> dict:
     """Mean and per-image scores of every graph of every shipped checkpoint."""
-    rows = []
+    rows, refused = [], []
     with tempfile.TemporaryDirectory(prefix="edgesr-quality-") as tmp:
         photos = Path(tmp) / "photos"
         write_heldout_photos(photos)
@@ -62,7 +67,7 @@ def measure(models=SHIPPED) -> dict:
             prepared = prepare(model, variant, scale)
             if not prepared.pretrained:
                 raise SystemExit(f"no built-in checkpoint for {prepared.label}: nothing to measure")
-            for name, graph in _graphs(prepared, Path(tmp)).items():
+            for name, graph in _graphs(prepared, Path(tmp), refused).items():
                 cfg = prepared.config
                 scores = evaluate_folder(graph, photos, cfg.scale, cfg.colors, cfg.pixel_range, _progress).images
                 summary = getattr(graph, "summary", None)  # routed bundles: class shares and MACs
@@ -75,7 +80,7 @@ def measure(models=SHIPPED) -> dict:
     return {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "data": "scikit-image photos (held out)",
             "classsr_branches": classsr_branches(models),
             "protocol": f"protocol {protocol.name} ({protocol.summary}), border crop = scale, 8-bit output; "
-                        "SSIM on MATLAB's 8-bit Y; RGB PSNR alongside", "rows": rows}
+                        "SSIM on MATLAB's 8-bit Y; RGB PSNR alongside", "rows": rows, "refused": refused}
 
 
 def classsr_branches(models=SHIPPED) -> list[dict]:
@@ -107,6 +112,8 @@ def to_markdown(result: dict) -> str:
         lines.append(f"| {r['model']}-{r['variant']} x{r['scale']} | {r['graph']} | {m['psnr_y']:.3f} | "
                      f"{m['ssim_y']:.4f} | {m['psnr_rgb']:.3f} | {m['bicubic_psnr_y']:.3f} | "
                      f"{m['psnr_y'] - m['bicubic_psnr_y']:+.3f} | {r['worst_gain']:+.3f} | {delta:+.3f} |")
+    for r in result.get("refused", []):
+        lines += ["", f"{r['model']} {r['graph']}: no file, export refused: {r['reason']}"]
     names = ", ".join(s["name"] for s in result["rows"][0]["images"])
     routed = [r for r in result["rows"] if r.get("routing") and r["graph"] == "deploy"]
     for r in routed:

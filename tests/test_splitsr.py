@@ -126,7 +126,7 @@ def test_config_inference_refuses_other_layouts():
 def test_variant_parsing_and_validation():
     assert parse_variant("a0.250-g6b6-h3-c64", 4).variant == "A0.25-G6B6-H3-C64"
     assert parse_variant("A.5-G2B2-H1-C16", 2).active_channels == 8
-    assert get_family("splitsr").config(None, None) == SplitSRConfig()
+    assert get_family("splitsr").config(None, None) == SplitSRConfig(0.25, 2, 2, 1, 16)  # the shipped default
     for bad, message in [("G6B6", "unknown splitsr variant"), ("A0.3-G2B2-H1-C16", "whole number"),
                          ("A0.25-G2B2-H3-C16", "hybrid index 3"), ("A1.5-G2B2-H1-C16", "alpha 1.5"),
                          ("A0-G2B2-H1-C16", "alpha 0")]:

@@ -18,7 +18,7 @@ class SMSRFamily(Family):
     summary = "sparse mask SR: learned spatial/channel masks, dense-masked deploy graph + sparse path (RGB, 0..255)"
     presets = smsr.PRESETS
     scales = smsr.SCALES
-    default_variant = "C64-K5"
+    default_variant = "C16-K2"  # the variant with a built-in checkpoint (x4); the paper's is C64-K5
     default_pixel_range = 255.0
     # LR patch 96; lr halved every 200 of the paper's 1000 epochs. The model's training_loss adds
     # the sparsity term and anneals tau (model.py).
