@@ -53,7 +53,7 @@ def _graphs(prepared: Prepared, scratch: Path, refused: list[dict]) -> dict[str,
         try:
             graphs[f"{fmt}-{precision}"] = open_model(export(prepared, fmt, precision, path, force=True).path)
         except ParityError as exc:
-            refused.append({"model": f"{prepared.label}", "graph": f"{fmt}-{precision}", "reason": str(exc)})
+            refused.append({"model": prepared.label, "graph": f"{fmt}-{precision}", "reason": str(exc)})
     return graphs
 
 

@@ -244,51 +244,33 @@ def test_eval_cli_json(hr_folder, tmp_path, capsys):
     assert "gain over bicubic" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("scale", [2, 4])
-def test_shipped_checkpoint_beats_bicubic_on_held_out_photos_and_tflite_reproduces_it(tmp_path, scale):
-    """The shipped ECBSR-M4C16 on the held-out photos (default protocol): every photo above
-    bicubic, the mean gain near what was measured (+1.059 dB at x4, where issue 15 asks +1.3; at x2
-    +2.026, issue 15's +2.0 met), and the exported fp32 TFLite file within 0.01 dB of PyTorch."""
+@pytest.mark.parametrize(("model", "variant", "scale", "gain"), [
+    ("ecbsr", "M4C16", 2, 2.0),  # measured +2.026 (issue 15's +2.0 met)
+    ("ecbsr", "M4C16", 4, 1.05),  # +1.059, where issue 15 asks +1.3
+    ("smsr", "C16-K2", 4, 0.76),  # +0.774, issue 15 asks +1.0
+    ("splitsr", "A0.25-G2B2-H1-C16", 4, 0.47)])  # +0.484, issue 15 asks +1.0
+def test_shipped_checkpoint_beats_bicubic_on_held_out_photos_and_tflite_reproduces_it(tmp_path, model, variant,
+                                                                                     scale, gain):
+    """Each shipped checkpoint (its family's default variant) on the held-out photos (default
+    protocol): every photo above bicubic, the mean gain near what was measured, and the exported
+    fp32 TFLite file within 0.01 dB of PyTorch."""
     from edgesr.export.exporter import export
     from edgesr.images import write_heldout_photos
     from edgesr.model import prepare
     from edgesr.model_files import open_model
 
-    prepared = prepare("ecbsr", "M4C16", scale)
+    prepared = prepare(model, scale=scale)
+    assert prepared.config.variant == variant
     assert prepared.pretrained and prepared.notice is None, "the built-in checkpoint must ship"
     folder = tmp_path / "photos"
     write_heldout_photos(folder)
-    deploy = evaluate_folder(TorchGraph(prepared.deploy), folder, scale, 1, 255.0).images
-    assert all(s.psnr_y > s.bicubic_psnr_y for s in deploy), deploy
-    mean = mean_scores(deploy)
-    assert mean["psnr_y"] - mean["bicubic_psnr_y"] >= {4: 1.05, 2: 2.0}[scale]
-    report = export(prepared, "tflite", "fp32", tmp_path / "m.tflite")
-    tflite = mean_scores(evaluate_folder(open_model(report.path), folder, scale, 1, 255.0).images)
-    assert abs(tflite["psnr_y"] - mean["psnr_y"]) < 0.01
-
-
-@pytest.mark.parametrize(("model", "variant", "gain"), [("smsr", "C16-K2", 0.76),  # measured +0.774
-                                                       ("splitsr", "A0.25-G2B2-H1-C16", 0.47)])  # +0.484
-def test_shipped_rgb_checkpoints_beat_bicubic_on_every_held_out_photo_through_tflite(tmp_path, model, variant, gain):
-    """The shipped SMSR and SplitSR x4 (their families' defaults, RGB): every held-out photo above
-    bicubic, the mean gain near what was measured (issue 15 asks +1.0 of both: not met yet), and
-    the exported fp32 TFLite file within 0.01 dB of the deploy graph."""
-    from edgesr.export.exporter import export
-    from edgesr.images import write_heldout_photos
-    from edgesr.model import prepare
-    from edgesr.model_files import open_model
-
-    prepared = prepare(model)
-    assert prepared.config.variant == variant and prepared.config.scale == 4
-    assert prepared.pretrained and prepared.notice is None, "the built-in checkpoint must ship"
-    folder = tmp_path / "photos"
-    write_heldout_photos(folder)
-    deploy = evaluate_folder(TorchGraph(prepared.deploy), folder, 4, 3, 255.0).images
+    colors = prepared.config.colors
+    deploy = evaluate_folder(TorchGraph(prepared.deploy), folder, scale, colors, 255.0).images
     assert all(s.psnr_y > s.bicubic_psnr_y for s in deploy), deploy
     mean = mean_scores(deploy)
     assert mean["psnr_y"] - mean["bicubic_psnr_y"] >= gain
     report = export(prepared, "tflite", "fp32", tmp_path / "m.tflite")
-    tflite = mean_scores(evaluate_folder(open_model(report.path), folder, 4, 3, 255.0).images)
+    tflite = mean_scores(evaluate_folder(open_model(report.path), folder, scale, colors, 255.0).images)
     assert abs(tflite["psnr_y"] - mean["psnr_y"]) < 0.01
 
 
