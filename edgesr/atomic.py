@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from edgesr import interrupts
 from edgesr.errors import UserError, os_error
+
+_TEMPORARY = re.compile(r"\.(.+)\.[A-Za-z0-9_]{8}\.part(\.[^.]+)?")  # mkstemp/mkdtemp names below
 
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
@@ -92,6 +95,13 @@ def publish(source: Path, target: Path, force: bool) -> None:
     except FileExistsError:
         raise UserError(f"output {target} appeared while edgesr was writing it (another run writing the same "
                         "path?): nothing was overwritten; pass «force» to overwrite it") from None
+
+
+def published_name(path: Path) -> str:
+    """The name a temporary path of atomic_output / atomic_directory is published under
+    ('.NAME.RANDOM.part[SUFFIX]' -> 'NAME'); any other path's own name."""
+    match = _TEMPORARY.fullmatch(Path(path).name)
+    return match.group(1) if match else Path(path).name
 
 
 @contextlib.contextmanager

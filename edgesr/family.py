@@ -87,6 +87,9 @@ class Recipe:
     ema: float = 0.999  # decay of the saved exponential moving average of the weights (0: none)
     stages: tuple[str, ...] = ()  # a staged recipe's stages, in order (ClassSR); () = one stage
     stage_lr: tuple[tuple[str, float], ...] = ()  # per-stage learning rates
+    # weight of the training graph's regularization term (SMSR: its sparsity loss), which the graph
+    # reads from its `regularization` attribute; None: the objective has no such term
+    regularization: float | None = None
 
     def lr_patch(self, scale: int) -> int:
         return self.hr_patch[scale] // scale

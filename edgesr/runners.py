@@ -5,6 +5,7 @@ programs."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -12,8 +13,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from edgesr.atomic import published_name
 from edgesr.errors import EdgeSRError, ToolError, UserError
 from edgesr.quiet import captured_output
+
+EMPTY_INT8_SCALE = 1e-7  # an int8 scale below this spans less than 2.6e-5: a tensor calibrated on zeros
 
 if TYPE_CHECKING:  # torch loads only for TorchGraph: ONNX Runtime / LiteRT workers never import it
     import torch
@@ -137,7 +141,7 @@ class TfliteGraph:
         except EdgeSRError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise ToolError(f"LiteRT failed on {self.path.name} for input {x.shape}: {_first_line(exc)}") from None
+            raise _litert_failure(self.path, self.interpreter, x.shape, exc) from None
         return result.transpose(0, 3, 1, 2) if result.ndim == 4 else result  # e.g. ClassSR's (N, classes) logits
 
     def stage(self, x: np.ndarray) -> np.ndarray:
@@ -182,7 +186,10 @@ class TfliteGraph:
             interpreter.allocate_tensors()
         detail = interpreter.get_input_details()[0]
         interpreter.set_tensor(detail["index"], _quantize(nhwc, detail))
-        interpreter.invoke()
+        try:
+            interpreter.invoke()
+        except Exception as exc:  # noqa: BLE001  (LiteRT's own exception types)
+            raise _litert_failure(self.path, interpreter, x.shape, exc) from None
         tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
         stored = []
         for index in sorted({o for op in interpreter._get_ops_details() for o in op["outputs"]}):
@@ -192,6 +199,30 @@ class TfliteGraph:
             stored.append((value.transpose(0, 3, 1, 2) if value.ndim == 4 else value,
                            _int8_range(tensors[index])))
         return stored, _int8_range(detail)
+
+
+def empty_int8_ranges(interpreter) -> list[str]:
+    """Names of the int8 tensors computed by the graph whose range is empty: the converter gives a
+    tensor that was 0 on every calibration input the scale 2e-6/255 (range ~1e-6), and XNNPACK
+    refuses a convolution whose requantization scale in_scale * w_scale / out_scale is >= 256."""
+    computed = {o for op in interpreter._get_ops_details() for o in op["outputs"]}
+    return [t["name"] for t in interpreter.get_tensor_details()
+            if t["index"] in computed and t["dtype"] == np.int8
+            and 0 < max(t["quantization_parameters"]["scales"], default=1.0) < EMPTY_INT8_SCALE]
+
+
+def _litert_failure(path: Path, interpreter, shape: tuple[int, ...], exc: BaseException) -> ToolError:
+    """LiteRT's failure as one line; when the file has int8 tensors with an empty range (the usual
+    reason XNNPACK cannot prepare an int8 file), the line names them and what to export instead."""
+    reason = re.sub(r"(.{8,}?)\1+", r"\1", _first_line(exc))  # XNNPACK repeats its line, unseparated
+    reason = re.sub(r"(?<=[a-z])(?=Node number)", "; ", reason).rstrip(".")
+    line = f"LiteRT failed on {published_name(path)} for input {tuple(shape)}: {reason}"
+    empty = sorted(empty_int8_ranges(interpreter), key=lambda name: (name.startswith("tfl."), len(name)))
+    if not empty:
+        return ToolError(line)
+    which = f"{len(empty)} of its int8 tensors (e.g. '{empty[0]}') were" if len(empty) > 1 else f"its '{empty[0]}' was"
+    return ToolError(f"{line}: {which} 0 on every calibration image, which leaves an empty int8 range: "
+                     "export fp32 or fp16 («precision»)")
 
 
 def _int8_range(detail: dict) -> tuple[float, float]:

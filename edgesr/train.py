@@ -40,6 +40,7 @@ class TrainSettings:
     schedule: str = "steps"  # "steps": the recipe's milestones halve the lr; "cosine": lr * (1 + cos(pi t)) / 2
     ema: float = 0.0  # decay of the exponential moving average of the weights that is saved (0: none)
     loss: str = "l1"  # reconstruction loss of a family without its own objective: "l1" or "mse"
+    regularization: float | None = None  # weight of the objective's regularization term (None: it has none)
 
 
 SCHEDULES = ("steps", "cosine")
@@ -70,7 +71,7 @@ def _cpu(state: dict) -> dict:
 
 
 def _save(path: Path, model: torch.nn.Module, average, name: str, config: Config, iteration: int, optimizer,
-          scheduler, schedule: str, rng, final: bool, loss: str = "l1") -> None:
+          scheduler, settings: TrainSettings, rng, final: bool) -> None:
     """The checkpoint holds the weights to use (the average when there is one); an unfinished run
     also holds what `resume` needs, the raw weights included."""
     metadata = {"model": name, "config": config.to_dict(), "graph": "train", "iterations": iteration}
@@ -78,10 +79,13 @@ def _save(path: Path, model: torch.nn.Module, average, name: str, config: Config
         metadata["stage"] = model.stage
     if average is not None:
         metadata["ema"] = True
+    if settings.regularization is not None:
+        metadata["regularization"] = settings.regularization
     shipped = model if average is None else average.module
     payload = {"edgesr": metadata, "state_dict": _cpu(shipped.state_dict())}
     if not final:
-        payload["train_state"] = {"iteration": iteration, "schedule": schedule, "loss": loss,
+        payload["train_state"] = {"iteration": iteration, "schedule": settings.schedule, "loss": settings.loss,
+                                  "regularization": settings.regularization,
                                   "optimizer": optimizer.state_dict(),
                                   "scheduler": scheduler.state_dict(), "numpy_rng": rng.bit_generator.state,
                                   "torch_rng": torch.get_rng_state()}
@@ -179,6 +183,11 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
         if resume_state.get("loss", "l1") != settings.loss:
             raise UserError(f"the run to resume used the {resume_state.get('loss', 'l1')} loss: resume it with «loss» "
                             f"{resume_state.get('loss', 'l1')}")
+        # runs saved before the option existed used the recipe's weight
+        started = resume_state.get("regularization", recipe_for(family).regularization)
+        if started != settings.regularization:
+            raise UserError(f"the run to resume used regularization weight {started:g}: resume it with "
+                            f"«regularization» {started:g}")
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         rng.bit_generator.state = resume_state["numpy_rng"]
@@ -190,6 +199,8 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
         average.load_state_dict(resume_state["ema_state"])
     _seed_other_ranks(settings.seed, start, ranks)
     check_loss(family, model, settings.loss)
+    if settings.regularization is not None:
+        model.regularization = settings.regularization
     step = _parallel(family.training_step_graph(model), ranks, device, settings.loss)
     pixel_range = config.pixel_range
     share = ranks.shard(settings.batch)
@@ -234,12 +245,11 @@ def train(model: torch.nn.Module, family: Family, config: Config, pairs: PairSet
             tick, running, seen = time.perf_counter(), 0.0, 0
         if iteration % settings.save_every == 0 and iteration < settings.iters:
             if ranks.main:
-                _save(output, model, average, name, config, iteration, optimizer, scheduler, settings.schedule, rng,
-                      final=False, loss=settings.loss)
+                _save(output, model, average, name, config, iteration, optimizer, scheduler, settings, rng,
+                      final=False)
             last_saved = iteration
     if ranks.main:
-        _save(output, model, average, name, config, settings.iters, optimizer, scheduler, settings.schedule, rng,
-              final=True, loss=settings.loss)
+        _save(output, model, average, name, config, settings.iters, optimizer, scheduler, settings, rng, final=True)
     if average is not None:
         model.load_state_dict(average.module.state_dict())
     model.eval().cpu()
@@ -266,6 +276,7 @@ class TrainRequest:
     schedule: str | None = None
     ema: float | None = None
     loss: str = "l1"
+    regularization: float | None = None  # weight of the family's regularization term (None: the recipe's)
     hr_scales: tuple[float, ...] = (1.0,)  # each photo also downscaled by these (more detail per pixel)
     weights: Path | None = None  # start a new run from these weights
     resume: bool = False  # continue the run saved in `output`
@@ -285,6 +296,18 @@ def _stage(family: Family, recipe: Recipe, stage: str | None) -> str | None:
     return stage
 
 
+def _regularization(family: Family, recipe: Recipe, asked: float | None) -> float | None:
+    """The weight of the objective's regularization term: the request's, else the recipe's."""
+    if asked is None:
+        return recipe.regularization
+    if recipe.regularization is None:
+        raise UserError(f"{family.name}'s objective has no regularization term: drop «regularization» ({asked:g})")
+    if not (math.isfinite(asked) and asked >= 0):
+        raise UserError(f"regularization weight {asked:g} is not a weight: pass a finite number >= 0, e.g. "
+                        f"{recipe.regularization:g} (the recipe's)")
+    return asked
+
+
 def settings_for(request: TrainRequest, family: Family, config: Config, stage: str | None) -> TrainSettings:
     """The recipe's settings with the request's overrides, checked."""
     recipe = recipe_for(family)
@@ -292,7 +315,8 @@ def settings_for(request: TrainRequest, family: Family, config: Config, stage: s
                              recipe.lr_patch(config.scale) if request.patch is None else request.patch,
                              recipe.lr_for(stage) if request.lr is None else request.lr, request.seed,
                              request.save_every, schedule=request.schedule or recipe.schedule,
-                             ema=recipe.ema if request.ema is None else request.ema, loss=request.loss)
+                             ema=recipe.ema if request.ema is None else request.ema, loss=request.loss,
+                             regularization=_regularization(family, recipe, request.regularization))
     if settings.iters < 1 or settings.batch < 1 or settings.save_every < 1 or settings.lr_patch < 4:
         raise UserError("iterations, batch and save interval must be at least 1, the LR patch at least 4")
     if settings.loss not in LOSSES:
@@ -377,10 +401,11 @@ def _run_training(request: TrainRequest, ranks: Ranks, progress: Callable[[str],
     pairs = load_pairs(request.data, config.scale, config.colors, min_lr_side=settings.lr_patch,
                        hr_scales=request.hr_scales)
     averaged = f", weight average {settings.ema:g}" if settings.ema else ""
+    regularized = f" + {settings.regularization:g} x regularization" if settings.regularization is not None else ""
     parallel = f" on {ranks.world} ranks ({settings.batch // ranks.world} each)" if ranks.world > 1 else ""
     progress(f"training {label} on {len(pairs.names)} images ({len(pairs.skipped)} skipped) for {settings.iters} "
              f"iterations: batch {settings.batch}{parallel}, LR patch {settings.lr_patch}, Adam lr {settings.lr:g} "
-             f"({settings.schedule}){averaged}, {f'stage {stage}' if stage else settings.loss.upper()}, "
+             f"({settings.schedule}){averaged}, {f'stage {stage}' if stage else settings.loss.upper()}{regularized}, "
              f"seed {settings.seed}")
     train(model, family, config, pairs, settings, request.output, resume_state, progress, bar)
     return family, config, model

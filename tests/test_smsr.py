@@ -323,6 +323,25 @@ def test_training_mode_samples_soft_masks_and_the_loss_trains_them():
         assert at_start.item() == pytest.approx(F.l1_loss(model(lr), hr).item())
 
 
+def test_the_regularization_weight_scales_the_sparsity_term():
+    """loss = L1 + w min(20p, 1) sparsity: at full warm-up the weight w = 0.1 (the paper's) and a
+    weight w' differ by exactly (w - w') sparsity on the same Gumbel draw; w = 0 is plain L1."""
+    model = _model(TINY, 2).train()
+    lr, hr = _rgb(8, 8, 0, 2), _rgb(16, 16, 1, 2)
+    assert model.regularization == 0.1
+    losses = {}
+    with torch.no_grad():
+        for weight in (0.1, 0.01, 0.0):
+            model.regularization = weight
+            torch.manual_seed(3)
+            losses[weight] = model.training_loss(lr, hr, progress=0.5).item()
+            sparsity = model.last_sparsity.item()
+        torch.manual_seed(3)
+        plain = F.l1_loss(model(lr), hr).item()
+    assert 0 < sparsity <= 1 and losses[0.0] == pytest.approx(plain, rel=1e-6)
+    assert losses[0.1] - losses[0.01] == pytest.approx(0.09 * sparsity, rel=1e-4)
+
+
 def test_a_few_training_iterations_run_through_the_trainer(tmp_path):
     rng = np.random.default_rng(0)
     hr = [rng.random((3, 32, 32)).astype(np.float32) for _ in range(2)]

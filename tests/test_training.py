@@ -313,6 +313,36 @@ def test_the_mse_loss_is_the_objective_when_asked_for(hr_folder, tmp_path, inter
     assert "trains with its own objective" in capsys.readouterr().err
 
 
+def test_the_regularization_weight_is_the_recipe_s_unless_asked_and_a_resume_keeps_it(hr_folder, tmp_path,
+                                                                                      interrupt_training, capsys):
+    """SMSR trains with the paper's sparsity weight unless «regularization» says otherwise; the
+    run says which, the checkpoint records it, a resume with another weight is refused, and a
+    family whose objective has no such term (ECBSR) refuses the option."""
+    out_path = tmp_path / "s.pt"
+    argv = ["train", "--model", "smsr", "--variant", "C4-K1", "--scale", "2", "--data", str(hr_folder), "--iters", "4",
+            "--batch", "2", "--patch", "8", "--save-every", "2", "-o", str(out_path)]
+    interrupt_training(3)
+    assert main([*argv, "--regularization", "0.01"]) == 130
+    assert "+ 0.01 x regularization" in capsys.readouterr().err
+    assert torch.load(out_path, weights_only=True)["train_state"]["regularization"] == 0.01
+    assert main([*argv, "--resume"]) == 2  # started with 0.01, not the recipe's 0.1
+    assert "used regularization weight 0.01" in capsys.readouterr().err
+    assert main([*argv, "--regularization", "0.01", "--resume"]) == 0
+    assert torch.load(out_path, weights_only=True)["edgesr"]["regularization"] == 0.01
+    assert main([*argv, "--force"]) == 0
+    assert "+ 0.1 x regularization" in capsys.readouterr().err
+    assert torch.load(out_path, weights_only=True)["edgesr"]["regularization"] == 0.1
+    for bad in ("-1", "nan"):
+        assert main([*argv, "--force", "--regularization", bad]) == 2
+        assert "is not a weight" in capsys.readouterr().err
+    ecbsr = ["train", *TINY, "--data", str(hr_folder), "--iters", "2", "-o", str(tmp_path / "e.pt"),
+             "--regularization", "0.01"]
+    assert main(ecbsr) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no regularization term: drop --regularization" in err[0]
+    assert not (tmp_path / "e.pt").exists()
+
+
 @pytest.mark.parametrize("option", [["--ema", "1"], ["--ema", "-0.1"], ["--hr-scales", "1", "2"]])
 def test_bad_training_settings_are_one_line_user_errors(hr_folder, tmp_path, capsys, option):
     argv = ["train", *TINY, "--data", str(hr_folder), "--iters", "2", "-o", str(tmp_path / "m.pt"), *option]

@@ -54,8 +54,8 @@ def _train(args: argparse.Namespace) -> int:
     check_outputs(args, args.json)
     request = TrainRequest(args.model or DEFAULT_MODEL, args.data, args.output, args.iters, args.variant, args.scale,
                            args.pixel_range, args.batch, args.patch, args.lr, args.seed, args.save_every, args.stage,
-                           args.schedule, args.ema, args.loss, tuple(args.hr_scales), args.weights, args.resume,
-                           args.force)
+                           args.schedule, args.ema, args.loss, args.regularization, tuple(args.hr_scales),
+                           args.weights, args.resume, args.force)
     family, config, trained = run_training(request, progress, progress.bar)
     if not launched().main:
         return 0  # rank 0 reports, evaluates and writes the JSON
@@ -90,6 +90,9 @@ def add(sub) -> None:
     parser.add_argument("--loss", choices=["l1", "mse"], default="l1", help="reconstruction loss of a family "
                         "trained with plain L1 (ECBSR, SplitSR): l1 (the papers') or mse (what PSNR measures, e.g. a "
                         "short fine-tune after L1) (default: l1)")
+    parser.add_argument("--regularization", type=float, metavar="W", help="weight of the regularization term of "
+                        "a family whose objective has one (SMSR: its sparsity loss, the fraction of positions "
+                        "computed, against L1 on 0..255; the paper's 0.1) (default: the recipe's)")
     parser.add_argument("--hr-scales", type=positive_float, nargs="+", default=[1.0], metavar="F",
                         help="also train on each photo downscaled by these factors (<= 1; default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed for init, crops and order (default: 0)")

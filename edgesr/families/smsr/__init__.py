@@ -21,8 +21,9 @@ class SMSRFamily(Family):
     default_variant = "C16-K2"  # the variant with a built-in checkpoint (x4); the paper's is C64-K5
     default_pixel_range = 255.0
     # LR patch 96; lr halved every 200 of the paper's 1000 epochs. The model's training_loss adds
-    # the sparsity term and anneals tau (model.py).
-    recipe = Recipe(lr=2e-4, batch=16, hr_patch={2: 192, 3: 288, 4: 384}, milestones=(0.2, 0.4, 0.6, 0.8))
+    # the sparsity term (weight: the paper's 0.1 unless «regularization» says) and anneals tau (model.py).
+    recipe = Recipe(lr=2e-4, batch=16, hr_patch={2: 192, 3: 288, 4: 384}, milestones=(0.2, 0.4, 0.6, 0.8),
+                    regularization=smsr.SPARSITY_WEIGHT)
     verify_precisions = ("fp32", "fp16")
     verify_note = ("smsr checks fp32 and fp16 unless «precision» is given: an int8 file decides most mask pixels "
                    "within int8 noise of a tie, and the error model cannot bound what depends on such decisions "

@@ -66,6 +66,8 @@ SCALES = (2, 3, 4)
 LAYERS = 4  # conv layers per SMB (fixed in the paper and the authors' code)
 REDUCTION = 16  # channel attention reduction
 BICUBIC_A = -0.75  # PyTorch's cubic convolution coefficient
+SPARSITY_WEIGHT = 0.1  # the paper's lambda; small variants train with less (their masks collapse at 0.1:
+# computing nowhere then costs less than the L1 the body gains, see training/in_progress/README.md)
 PRESETS = (
     "C64-K5",  # the paper's SMSR (official checkpoints)
     "C32-K3",  # CPU-friendly
@@ -245,6 +247,7 @@ class SMSR(nn.Module):
         c = config.channels
         self.config = config
         self.tau = 1.0
+        self.regularization = SPARSITY_WEIGHT  # lambda, the sparsity term's weight after its warm-up
         self.last_sparsity: torch.Tensor | None = None
         self.sub_mean = MeanShift(config.pixel_range, -1)
         self.head = nn.Sequential(nn.Conv2d(3, c, 3, 1, 1), nn.ReLU(), nn.Conv2d(c, c, 3, 1, 1))
@@ -271,11 +274,12 @@ class SMSR(nn.Module):
     def training_loss(self, lr: torch.Tensor, hr: torch.Tensor, progress: float) -> torch.Tensor:
         """L1 + lambda * sparsity at training progress in [0, 1), with the authors' per-epoch
         schedules mapped onto a 1000-epoch run (their released model is model_1000.pt):
-        tau = max(1 - (epoch-1)/500, 0.4) -> max(1 - 2p, 0.4); lambda = 0.1 * min((epoch-1)/50, 1)
-        -> 0.1 * min(20p, 1). tau is applied (the authors' trainer never did)."""
+        tau = max(1 - (epoch-1)/500, 0.4) -> max(1 - 2p, 0.4); lambda = w * min((epoch-1)/50, 1)
+        -> w * min(20p, 1), w = `regularization` (the paper's 0.1). tau is applied (the authors'
+        trainer never did). L1 is on 0..255, so computing every position costs w grey levels."""
         self.tau = max(1.0 - 2.0 * progress, 0.4)
         sr = self(lr)
-        return F.l1_loss(sr, hr) + 0.1 * min(20.0 * progress, 1.0) * self.last_sparsity
+        return F.l1_loss(sr, hr) + self.regularization * min(20.0 * progress, 1.0) * self.last_sparsity
 
     def reparameterize(self) -> SMSRDeploy:
         """The exact dense-masked deploy graph (eval mode), see the module docstring."""
