@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.publish import RESULTS, ROOT, refresh_readme
 from edgesr.atomic import write_bytes_atomic
-from edgesr.errors import ParityError
+from edgesr.errors import ToolError
 from edgesr.evaluate import evaluate_folder, mean_scores
 from edgesr.export.exporter import export
 from edgesr.images import write_heldout_photos
@@ -40,7 +40,8 @@ def _progress(message: str) -> None:
 
 def _graphs(prepared: Prepared, scratch: Path, refused: list[dict]) -> dict[str, Graph]:
     """The training graph (the family's reference), the deploy form and every verified export; an
-    export that fails its parity check writes no file and is listed in `refused` with the reason."""
+    export refused by its checks (parity, or a file its runtime cannot run) writes no file and is
+    listed in `refused` with the reason."""
     family, deployable = prepared.family, prepared.deployable
     graphs: dict[str, Graph] = {"train": family.reference(prepared.train, deployable),
                                 "deploy": deployable.torch_runner()}
@@ -52,7 +53,7 @@ def _graphs(prepared: Prepared, scratch: Path, refused: list[dict]) -> dict[str,
             path = path.with_suffix(f".{fmt}")
         try:
             graphs[f"{fmt}-{precision}"] = open_model(export(prepared, fmt, precision, path, force=True).path)
-        except ParityError as exc:
+        except ToolError as exc:  # ParityError included
             refused.append({"model": prepared.label, "graph": f"{fmt}-{precision}", "reason": str(exc)})
     return graphs
 
