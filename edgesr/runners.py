@@ -192,7 +192,7 @@ class TfliteGraph:
             raise _litert_failure(self.path, interpreter, x.shape, exc) from None
         tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
         stored = []
-        for index in sorted({o for op in interpreter._get_ops_details() for o in op["outputs"]}):
+        for index in sorted(_computed(interpreter)):
             if tensors[index]["dtype"] != np.int8 or not tensors[index]["quantization"][0]:
                 continue
             value = _dequantize(interpreter.get_tensor(index), tensors[index])
@@ -201,11 +201,16 @@ class TfliteGraph:
         return stored, _int8_range(detail)
 
 
+def _computed(interpreter) -> set[int]:
+    """Indices of the tensors the graph's ops write (not constants, not the input)."""
+    return {o for op in interpreter._get_ops_details() for o in op["outputs"]}
+
+
 def empty_int8_ranges(interpreter) -> list[str]:
     """Names of the int8 tensors computed by the graph whose range is empty: the converter gives a
     tensor that was 0 on every calibration input the scale 2e-6/255 (range ~1e-6), and XNNPACK
     refuses a convolution whose requantization scale in_scale * w_scale / out_scale is >= 256."""
-    computed = {o for op in interpreter._get_ops_details() for o in op["outputs"]}
+    computed = _computed(interpreter)
     return [t["name"] for t in interpreter.get_tensor_details()
             if t["index"] in computed and t["dtype"] == np.int8
             and 0 < max(t["quantization_parameters"]["scales"], default=1.0) < EMPTY_INT8_SCALE]
