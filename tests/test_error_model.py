@@ -21,7 +21,7 @@ from edgesr.images import verification_inputs
 from edgesr.model import Prepared, prepare
 
 SIZES = [(24, 24), (17, 29)]
-FAMILIES = {"ecbsr": "M4C16", "splitsr": "A0.25-G2B2-H1-C16", "smsr": "C16-K2"}
+FAMILIES = {"ecbsr": "M4C16", "splitsr": "A0.25-G2B2-H1-C16-BIC", "smsr": "C16-K2"}
 # a 3x3 conv in the middle of each deploy graph, off the decision paths (SMSR's mask branch is
 # piecewise constant in its weights)
 MIDDLE = {"ecbsr": "backbone.2.conv3x3", "splitsr": "body.0.body.1.body.0", "smsr": "body.0.layers.1.from_dense"}

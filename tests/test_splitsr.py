@@ -30,6 +30,7 @@ from edgesr.profile import count_params
 
 SIZES = [(16, 16), (13, 7), (5, 11), (1, 1)]
 TINY = "A0.25-G2B2-H1-C8"  # one split group, one RCAN group, a = 2 of 8 channels
+TINY_BIC = TINY + "-BIC"  # + a global bicubic residual
 
 
 def _model(variant: str = TINY, scale: int = 2, seed: int = 0) -> SplitSR:
@@ -104,7 +105,7 @@ def test_split_block_processes_the_first_slice_and_puts_it_last():
 
 
 @pytest.mark.parametrize("variant,scale", [(TINY, 2), ("A0.5-G2B1-H1-C8", 3), ("A1-G1B2-H1-C8", 4),
-                                           ("A0.25-G2B1-H0-C16", 4), ("A0.375-G2B2-H2-C8", 3)])
+                                           ("A0.25-G2B1-H0-C16", 4), ("A0.375-G2B2-H2-C8", 3), (TINY_BIC, 3)])
 def test_config_inference_round_trip(variant, scale):
     config = parse_variant(variant, scale)
     train = SplitSR(config)
@@ -126,6 +127,8 @@ def test_config_inference_refuses_other_layouts():
 def test_variant_parsing_and_validation():
     assert parse_variant("a0.250-g6b6-h3-c64", 4).variant == "A0.25-G6B6-H3-C64"
     assert parse_variant("A.5-G2B2-H1-C16", 2).active_channels == 8
+    assert parse_variant("a0.25-g2b2-h1-c16-bic", 4).variant == "A0.25-G2B2-H1-C16-BIC"
+    assert parse_variant("A0.25-G2B2-H1-C16-BIC", 4).bicubic_skip and not parse_variant(TINY, 4).bicubic_skip
     assert get_family("splitsr").config(None, None) == SplitSRConfig(0.25, 2, 2, 1, 16)  # the shipped default
     for bad, message in [("G6B6", "unknown splitsr variant"), ("A0.3-G2B2-H1-C16", "whole number"),
                          ("A0.25-G2B2-H3-C16", "hybrid index 3"), ("A1.5-G2B2-H1-C16", "alpha 1.5"),
@@ -138,7 +141,8 @@ def test_variant_parsing_and_validation():
 
 # --- re-parameterization -----------------------------------------------------------------
 
-@pytest.mark.parametrize("variant,scale", [(TINY, 2), ("A0.5-G2B1-H1-C8", 3), (TINY, 4), ("A1-G1B1-H1-C8", 4)])
+@pytest.mark.parametrize("variant,scale", [(TINY, 2), ("A0.5-G2B1-H1-C8", 3), (TINY, 4), ("A1-G1B1-H1-C8", 4),
+                                           (TINY_BIC, 4), (TINY_BIC, 3)])
 def test_reparameterized_graph_matches_training_graph(variant, scale):
     model = _model(variant, scale)
     deploy = model.reparameterize()
@@ -152,16 +156,33 @@ def test_reparameterized_graph_matches_training_graph(variant, scale):
         assert _used(deploy, model, x) <= 1, (h, w)
 
 
-def test_reparameterize_in_float64_is_exact():
-    model = _model(TINY, 3).double()
+@pytest.mark.parametrize("variant", [TINY, TINY_BIC])
+def test_reparameterize_in_float64_is_exact(variant):
+    model = _model(variant, 3).double()
     deploy = model.reparameterize()
     assert deploy.head[0].weight.dtype == torch.float64
     assert _err(deploy, model, _rgb(11, 6, dtype=torch.float64)) <= 1e-9
 
 
-def test_meanshift_matrix_folds_exactly_with_non_unit_std():
-    """RCAN's MeanShift divides by std: the matrix part folds into the head/tail convs."""
-    model = _model(TINY, 2)
+def test_bicubic_variant_is_bicubic_plus_what_the_network_learns():
+    """-BIC: with the tail conv zeroed the network is exactly PyTorch's bicubic upsampling of
+    the input (sub_mean and add_mean cancel around it); the residual is what the rest adds."""
+    model = _model(TINY_BIC, 4).double()
+    x = _rgb(9, 7, dtype=torch.float64)
+    bicubic = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        assert (model(x) - bicubic).abs().max().item() > 1  # trained-like weights: the tail adds detail
+        model.tail[1].weight.zero_()
+        model.tail[1].bias.zero_()
+        assert (model(x) - bicubic).abs().max().item() <= 1e-9
+        assert (model.reparameterize()(x) - bicubic).abs().max().item() <= 1e-9
+
+
+@pytest.mark.parametrize("variant", [TINY, TINY_BIC])
+def test_meanshift_matrix_folds_exactly_with_non_unit_std(variant):
+    """RCAN's MeanShift divides by std: the matrix part folds into the head/tail convs (and, in
+    -BIC variants, into the bicubic residual's colour mix)."""
+    model = _model(variant, 2)
     std = torch.tensor([0.5, 0.25, 2.0])
     with torch.no_grad():
         for shift, sign in ((model.sub_mean, -1), (model.add_mean, 1)):
@@ -171,6 +192,11 @@ def test_meanshift_matrix_folds_exactly_with_non_unit_std():
     assert torch.allclose(deploy.input_offset.flatten(), -255 * torch.tensor(RGB_MEAN), atol=1e-4)
     for i, (h, w) in enumerate(SIZES[:3]):
         assert _used(deploy, model, _rgb(h, w, i)) <= 1
+    if model.config.bicubic_skip:  # forgetting the colour mix of the bicubic residual is caught
+        unmixed = model.reparameterize()
+        with torch.no_grad():
+            unmixed.bicubic.copy_(model.bicubic)
+        assert _used(unmixed, model, _rgb(16, 16)) > 1
     with torch.no_grad():  # forgetting the matrix in the head fold is caught
         deploy.head[0].weight.copy_(model.head[0].weight)
     assert _used(deploy, model, _rgb(16, 16)) > 1
@@ -196,12 +222,21 @@ def test_folding_the_mean_into_the_head_bias_breaks_only_the_borders():
     assert _used(deploy, model, x) > 100
 
 
-@pytest.mark.parametrize("broken", ["tail-bias-without-mean", "offset-dropped", "split-order-swapped"])
+@pytest.mark.parametrize("broken", ["tail-bias-without-mean", "offset-dropped", "split-order-swapped",
+                                    "bicubic-tap-rounded", "bicubic-reads-raw-input"])
 def test_broken_deploy_graph_is_caught_by_the_error_model(broken):
-    model = _model(TINY, 2)
+    model = _model(TINY_BIC if broken.startswith("bicubic") else TINY, 2)
     deploy = model.reparameterize()
     with torch.no_grad():
-        if broken == "tail-bias-without-mean":
+        if broken == "bicubic-tap-rounded":  # one phase weight off by 1e-3
+            deploy.bicubic[5, 1, 2, 2] += 1e-3
+        elif broken == "bicubic-reads-raw-input":  # the residual of x instead of x + offset
+
+            def raw(self, x):
+                return self._plus_bicubic(self._trunk(x + self.input_offset), x)
+
+            deploy.forward = types.MethodType(raw, deploy)
+        elif broken == "tail-bias-without-mean":
             deploy.tail[1].bias -= model.add_mean.bias
         elif broken == "offset-dropped":
             deploy.input_offset.zero_()
@@ -234,8 +269,8 @@ def test_checkpoints_of_both_layouts_reload_through_prepare(tmp_path):
 
 # --- ONNX and TFLite -----------------------------------------------------------------------
 
-def _prepared(scale: int) -> Prepared:
-    train = _model(TINY, scale)
+def _prepared(scale: int, variant: str = TINY) -> Prepared:
+    train = _model(variant, scale)
     return Prepared.of(train, "splitsr", "test weights")
 
 
@@ -268,6 +303,23 @@ def test_tflite_fp32_uses_split_concat_no_transpose_and_is_exact(scale, tmp_path
     assert {"SPLIT", "SPLIT_V", "SLICE", "STRIDED_SLICE"} & set(ops)
     assert ops["DEPTH_TO_SPACE"] == (2 if scale == 4 else 1) and "MEAN" in ops
     assert tflite_weight_dtypes(path) == {"float32"}
+    assert _file_passes(prepared, path)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_bicubic_variant_exports_exactly_with_one_more_shuffle(fmt, tmp_path):
+    """The -BIC residual exports as a replicate pad, a fixed 5x5 phase conv and one more
+    depth-to-space (SMSR's form: no resize op), within the fp32 bound of the training graph."""
+    prepared = _prepared(4, TINY_BIC)
+    path = tmp_path / f"m.{fmt}"
+    exporter.write_graph(prepared, "deploy", fmt, "fp32", path)
+    if fmt == "onnx":
+        ops = onnx_op_counts(path)
+        assert ops["DepthToSpace"] == 3 and ops["Pad"] == 1 and "Resize" not in ops and "Transpose" not in ops
+    else:
+        ops = tflite_op_counts(path)
+        assert ops["DEPTH_TO_SPACE"] == 3 and ops["CONCATENATION"] == 2 + 2  # split blocks + the pad (one per axis)
+        assert not {"RESIZE_BILINEAR", "TRANSPOSE", "DEQUANTIZE"} & set(ops)
     assert _file_passes(prepared, path)
 
 

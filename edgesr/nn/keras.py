@@ -47,6 +47,17 @@ def prelu_like(layer: nn.PReLU, name: str):
     return prelu
 
 
+class ReplicatePad2(keras.layers.Layer):
+    """Replicate-pad 2 pixels on every side by slicing and concatenation."""
+
+    def call(self, x):
+        x = tf.concat([x[:, :1], x[:, :1], x, x[:, -1:], x[:, -1:]], axis=1)
+        return tf.concat([x[:, :, :1], x[:, :, :1], x, x[:, :, -1:], x[:, :, -1:]], axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], None, None, input_shape[-1])
+
+
 class DepthToSpace(keras.layers.Layer):
     """tf.nn.depth_to_space (DEPTH_TO_SPACE); feed it channels in `layout.depth_to_space_order`."""
 

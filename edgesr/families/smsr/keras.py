@@ -19,7 +19,16 @@ import torch.nn as nn
 
 from edgesr.families.smsr.model import DeploySMM, SMSRDeploy
 from edgesr.layout import depth_to_space_order
-from edgesr.nn.keras import AddConstant, ChannelScale, ChannelSplit, DepthToSpace, SpatialMean, conv2d, float64_array
+from edgesr.nn.keras import (
+    AddConstant,
+    ChannelScale,
+    ChannelSplit,
+    DepthToSpace,
+    ReplicatePad2,
+    SpatialMean,
+    conv2d,
+    float64_array,
+)
 from edgesr.nn.tf import keras, tf
 
 
@@ -33,17 +42,6 @@ class PadToEven(keras.layers.Layer):
         y = tf.pad(x, pads, mode="SYMMETRIC")
         # dynamic paddings lose the static channel count in the converter: a RESHAPE restores it
         return tf.reshape(y, [1, shape[1] + shape[1] % 2, shape[2] + shape[2] % 2, x.shape[-1]])
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], None, None, input_shape[-1])
-
-
-class ReplicatePad2(keras.layers.Layer):
-    """Replicate-pad 2 pixels on every side by slicing and concatenation."""
-
-    def call(self, x):
-        x = tf.concat([x[:, :1], x[:, :1], x, x[:, -1:], x[:, -1:]], axis=1)
-        return tf.concat([x[:, :, :1], x[:, :, :1], x, x[:, :, -1:], x[:, :, -1:]], axis=2)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], None, None, input_shape[-1])

@@ -48,7 +48,6 @@ checkpoint; a saved deploy state_dict is refused with a message saying so.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -59,13 +58,13 @@ import torch.nn.functional as F
 from edgesr.errors import UserError
 from edgesr.family import DataclassConfig
 from edgesr.fold import fold_input_affine, fold_output_affine
+from edgesr.nn.bicubic import bicubic_kernel, bicubic_phases, bicubic_upsample
 from edgesr.nn.layers import CALayer, MeanShift
 from edgesr.resources import Footprint
 
 SCALES = (2, 3, 4)
 LAYERS = 4  # conv layers per SMB (fixed in the paper and the authors' code)
 REDUCTION = 16  # channel attention reduction
-BICUBIC_A = -0.75  # PyTorch's cubic convolution coefficient
 SPARSITY_WEIGHT = 0.1  # the paper's lambda; small variants train with less (their masks collapse at 0.1:
 # computing nowhere then costs less than the L1 the body gains, see training/in_progress/README.md)
 PRESETS = (
@@ -145,46 +144,6 @@ def hard_spatial_mask(logits: torch.Tensor) -> torch.Tensor:
 def sparse_channels(ch_mask: torch.Tensor) -> torch.Tensor:
     """(1, C, L, 2) channel-mask logits -> (L, C) bool, True = sparse (argmax; a tie is dense)."""
     return (ch_mask[0, :, :, 1] > ch_mask[0, :, :, 0]).t()
-
-
-def cubic_taps(scale: int) -> torch.Tensor:
-    """(s, 5) float64: PyTorch's bicubic (align_corners=False) weights of output phase p over the
-    input offsets -2..2 (4 of the 5 are non-zero), at integer scale s."""
-    taps = torch.zeros(scale, 5, dtype=torch.float64)
-    a = BICUBIC_A
-    for p in range(scale):
-        src = (p + 0.5) / scale - 0.5
-        base = math.floor(src)
-        t = src - base
-        w = [((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
-             ((a + 2) * t - (a + 3)) * t * t + 1,
-             ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1]
-        w.append(1 - sum(w))
-        for k in range(4):
-            taps[p, base - 1 + k + 2] = w[k]
-    return taps
-
-
-def bicubic_kernel(scale: int, colour_mix: torch.Tensor | None = None) -> torch.Tensor:
-    """(3*s*s, 3, 5, 5) float64 conv kernel: on a 2-pixel replicate-padded image it outputs the
-    bicubic upsampling's s*s phases in PixelShuffle order (channel c*s*s + i*s + j), optionally
-    mixing colours by the 3x3 matrix `colour_mix` (identity by default)."""
-    taps = cubic_taps(scale)
-    phases = torch.einsum("iy,jx->ijyx", taps, taps).reshape(scale * scale, 5, 5)
-    mix = torch.eye(3, dtype=torch.float64) if colour_mix is None else colour_mix.double()
-    return torch.einsum("oc,pyx->opcyx", mix, phases).reshape(3 * scale * scale, 3, 5, 5)
-
-
-def bicubic_upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """PyTorch's bicubic upsampling (the authors' global residual), computed in float64: in
-    float32 PyTorch derives the tap weights from a source coordinate that drifts with the output
-    index (x3 at 360x640 LR: up to 0.016 on 0..255, beyond the fp32 verification bound)."""
-    return F.interpolate(x.double(), scale_factor=scale, mode="bicubic", align_corners=False).to(x.dtype)
-
-
-def bicubic_phases(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """The pre-shuffle bicubic phases of x (replicate padding = PyTorch's edge clamping)."""
-    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), kernel)
 
 
 # --- training graph ------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Built so the TFLite converter emits native ops only, with dynamic height and width and no
 TRANSPOSE: ADD (input offset, residuals), CONV_2D (ReLU fused), SPLIT_V + CONCATENATION
-(SplitSRBlocks), MEAN + CONV_2D + LOGISTIC + MUL (channel attention), DEPTH_TO_SPACE.
+(SplitSRBlocks), MEAN + CONV_2D + LOGISTIC + MUL (channel attention), DEPTH_TO_SPACE; -BIC
+variants: the bicubic residual as SMSR's (replicate padding by slicing + CONCATENATION, the
+fixed 5x5 phase CONV_2D, DEPTH_TO_SPACE, ADD).
 
 Channel order: every conv that feeds a shuffle has its output channels permuted by
 `depth_to_space_order(C, s)` so TF's depth_to_space reproduces torch's PixelShuffle; for x4
@@ -18,7 +20,17 @@ import re
 
 from edgesr.families.splitsr.model import RCAB, SplitSRBlock, SplitSRPlain
 from edgesr.layout import depth_to_space_order
-from edgesr.nn.keras import AddConstant, ChannelScale, ChannelSplit, DepthToSpace, SpatialMean, conv_like, float64_array
+from edgesr.nn.keras import (
+    AddConstant,
+    ChannelScale,
+    ChannelSplit,
+    DepthToSpace,
+    ReplicatePad2,
+    SpatialMean,
+    conv2d,
+    conv_like,
+    float64_array,
+)
 from edgesr.nn.tf import keras
 
 
@@ -51,8 +63,8 @@ def build_keras_splitsr(plain: SplitSRPlain) -> keras.Model:
     """Keras twin of a SplitSRPlain: same weights, upsampler convs reordered for depth_to_space."""
     cfg = plain.config
     lr = keras.Input(shape=(None, None, cfg.colors), batch_size=1, name="lr")
-    x = AddConstant(float64_array(plain.input_offset), name="input_offset")(lr)
-    x = conv_like(plain.head[0], "head")(x)
+    shifted = AddConstant(float64_array(plain.input_offset), name="input_offset")(lr)
+    x = conv_like(plain.head[0], "head")(shifted)
     y = x
     *groups, body_conv = list(plain.body)
     for g, group in enumerate(groups):
@@ -73,4 +85,9 @@ def build_keras_splitsr(plain: SplitSRPlain) -> keras.Model:
         y = conv_like(conv, f"up{stage}_conv", order=depth_to_space_order(cfg.channels, s))(y)
         y = DepthToSpace(s, name=f"up{stage}_shuffle")(y)
     sr = conv_like(tail_conv, "tail")(y)
+    if cfg.bicubic_skip:
+        order = depth_to_space_order(cfg.colors, cfg.scale)
+        padded = ReplicatePad2(name="bicubic_pad")(shifted)
+        phases = conv2d(plain.bicubic[order], None, "bicubic", padding="valid")(padded)
+        sr = keras.layers.Add(name="bicubic_add")([sr, DepthToSpace(cfg.scale, name="bicubic_shuffle")(phases)])
     return keras.Model(lr, sr, name=re.sub(r"[^a-z0-9]+", "_", f"splitsr_{cfg.variant.lower()}_x{cfg.scale}"))

@@ -16,6 +16,8 @@ Training graph `SplitSR(config)` (key names follow RCAN, so RCAN tooling reads i
     tail: upsampler (conv3x3 + PixelShuffle), conv3x3(C->3)
                                                         tail.0.0.* (x2, x3), tail.0.{0,2}.* (x4), tail.1.*
     add_mean (MeanShift, frozen)                        add_mean.{weight,bias}
+    -BIC variants only: + bicubic(mean-subtracted input)  bicubic (buffer: the fixed phase kernel)
+      added to the tail conv's output before add_mean
 
 Residual group g (RCAN's ResidualGroup): `blocks` blocks, conv3x3(C->C), + group input.
 Groups g < hybrid_index use SplitSRBlocks, the rest RCAN's RCAB:
@@ -47,6 +49,11 @@ Choices where the paper is vague (also in README.md, "SplitSR"):
    without attention (no split, no concat).
 7. hybrid_index counts groups from the input side: groups 0..hybrid_index-1 are split
    groups (0 <= hybrid_index <= groups).
+8. Variants named -BIC (not in the paper) add a global bicubic residual, as SMSR does (ECBSR
+   adds a nearest one): the network learns the detail bicubic misses instead of the whole
+   image, which a small network trained for hours on a CPU needs (measured in README). It has
+   no weights; a fixed phase-kernel buffer `bicubic` (`edgesr.nn.bicubic`) marks it in the
+   state_dict, so checkpoints say which graph they are.
 
 Re-parameterization (`SplitSR.reparameterize()` -> `SplitSRPlain`):
 - add_mean (1x1 conv A2, bias c2) after the tail conv (W, b) folds exactly into the tail conv:
@@ -60,6 +67,11 @@ Re-parameterization (`SplitSR.reparameterize()` -> `SplitSRPlain`):
   exactly into the head weights (scaling commutes with zero padding), and the offset d
   (= -pixel_range * mean) stays one explicit elementwise ADD on the 3-channel input
   (buffer `input_offset`). Cost: 3 adds per LR pixel, next to hundreds of thousands of MACs.
+- -BIC: the residual reads the mean-subtracted input A1 x + c1 = A1 (x + d), and bicubic
+  filters every colour alike, so bicubic(A1 (x + d)) = A1 bicubic(x + d): after add_mean's
+  matrix it is (A2 A1) bicubic(x + d). The deploy graph's phase kernel mixes colours by A2 A1
+  and reads x + d, the input offset it already adds (exact for any rounding of the kernel,
+  unlike moving c1 into a bias, which needs each phase's taps to sum to exactly 1).
 Everything else (split blocks, RCABs, upsampler) is already its inference form.
 """
 
@@ -70,10 +82,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from edgesr.errors import UserError
 from edgesr.family import DataclassConfig
 from edgesr.fold import fold_input_affine, fold_output_affine
+from edgesr.nn.bicubic import bicubic_kernel, bicubic_phases
 from edgesr.nn.layers import CALayer, MeanShift
 from edgesr.resources import Footprint
 
@@ -85,8 +99,10 @@ PRESETS = (
     "A0.25-G6B6-H6-C64",   # every group split (no channel attention)
     "A0.25-G2B4-H2-C32",   # CPU-friendly, used by benchmarks/splitsr_alpha.py
     "A0.25-G2B2-H1-C16",   # tiny: tests and quick checks
+    "A0.25-G2B2-H1-C16-BIC",  # the tiny one + a bicubic residual: the built-in x4 checkpoint
 )
-_VARIANT = re.compile(r"^A(\d*\.?\d+)-G(\d+)B(\d+)-H(\d+)-C(\d+)$", re.IGNORECASE)
+BICUBIC_SUFFIX = "-BIC"
+_VARIANT = re.compile(r"^A(\d*\.?\d+)-G(\d+)B(\d+)-H(\d+)-C(\d+)(-BIC)?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,7 @@ class SplitSRConfig(DataclassConfig):
     scale: int = 4
     colors: int = 3
     pixel_range: float = 255.0
+    bicubic_skip: bool = False  # -BIC: + bicubic(input), see choice 8
 
     def __post_init__(self) -> None:
         problems = []
@@ -133,11 +150,13 @@ class SplitSRConfig(DataclassConfig):
 
     @property
     def variant(self) -> str:
-        return f"A{self.alpha:g}-G{self.groups}B{self.blocks}-H{self.hybrid_index}-C{self.channels}"
+        suffix = BICUBIC_SUFFIX if self.bicubic_skip else ""
+        return f"A{self.alpha:g}-G{self.groups}B{self.blocks}-H{self.hybrid_index}-C{self.channels}{suffix}"
 
 
 def parse_variant(variant: str, scale: int, pixel_range: float = 255.0) -> SplitSRConfig:
-    """'A0.25-G6B6-H3-C64' -> config (alpha, groups x blocks, hybrid index, channels)."""
+    """'A0.25-G6B6-H3-C64[-BIC]' -> config (alpha, groups x blocks, hybrid index, channels, bicubic
+    residual)."""
     match = _VARIANT.match(variant.strip())
     if not match:
         raise UserError(f"unknown splitsr variant '{variant}': use A<alpha>-G<groups>B<blocks>-H<hybrid index>-"
@@ -145,7 +164,7 @@ def parse_variant(variant: str, scale: int, pixel_range: float = 255.0) -> Split
     alpha, groups, blocks, hybrid, channels = (float(match.group(1)), *map(int, match.group(2, 3, 4, 5)))
     if channels >= 1 and 0 < alpha <= 1 and abs(alpha * channels - round(alpha * channels)) <= 1e-6:
         alpha = round(alpha * channels) / channels  # canonical: 0.250 -> 0.25, exactly a / C
-    return SplitSRConfig(alpha, groups, blocks, hybrid, channels, scale, 3, pixel_range)
+    return SplitSRConfig(alpha, groups, blocks, hybrid, channels, scale, 3, pixel_range, bool(match.group(6)))
 
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -223,10 +242,18 @@ class _Trunk(nn.Module):
         self.head = nn.Sequential(conv3x3(config.colors, c))
         self.body = nn.Sequential(*_groups(config), conv3x3(c, c))
         self.tail = nn.Sequential(Upsampler(config.scale, c), conv3x3(c, config.colors))
+        if config.bicubic_skip:
+            self.register_buffer("bicubic", bicubic_kernel(config.scale).float())
 
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(x)
         return self.tail(self.body(x) + x)
+
+    def _plus_bicubic(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """y + the bicubic residual of x (phase conv + PixelShuffle) in -BIC variants, else y."""
+        if not self.config.bicubic_skip:
+            return y
+        return y + F.pixel_shuffle(bicubic_phases(x, self.bicubic), self.config.scale)
 
 
 class SplitSR(_Trunk):
@@ -239,11 +266,13 @@ class SplitSR(_Trunk):
         self.add_mean = MeanShift(config.pixel_range, +1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.add_mean(self._trunk(self.sub_mean(x)))
+        x = self.sub_mean(x)
+        return self.add_mean(self._plus_bicubic(self._trunk(x), x))
 
     def reparameterize(self) -> SplitSRPlain:
         """The deploy graph (eval mode): add_mean folded into the tail conv, sub_mean's scale
-        folded into the head conv, its offset kept as one explicit add (see module docstring)."""
+        folded into the head conv, its offset kept as one explicit add, the bicubic residual's
+        colour matrices folded into its kernel (see module docstring)."""
         ref = self.head[0].weight
         plain = SplitSRPlain(self.config).to(ref.device, ref.dtype)
         shared = {k: v for k, v in self.state_dict().items() if not k.startswith(("sub_mean.", "add_mean."))}
@@ -251,6 +280,11 @@ class SplitSR(_Trunk):
         head_w, offset = fold_input_affine(self.sub_mean.weight, self.sub_mean.bias, self.head[0].weight)
         tail_w, tail_b = fold_output_affine(self.tail[1].weight, self.tail[1].bias,
                                             self.add_mean.weight, self.add_mean.bias)
+        if self.config.bicubic_skip:
+            a1, a2 = (t.weight[:, :, 0, 0].detach().double() for t in (self.sub_mean, self.add_mean))
+            phases = self.bicubic.detach().double().unflatten(0, (3, -1))  # (colour, phase, colour, 5, 5)
+            with torch.no_grad():
+                plain.bicubic.copy_(torch.einsum("dc,cpeyx->dpeyx", a2 @ a1, phases).flatten(0, 1).to(ref.dtype))
         with torch.no_grad():
             plain.head[0].weight.copy_(head_w.to(ref.dtype))
             plain.input_offset.copy_(offset.view(1, -1, 1, 1).to(ref.dtype))
@@ -261,7 +295,7 @@ class SplitSR(_Trunk):
 
 class SplitSRPlain(_Trunk):
     """Deploy graph: x + input_offset, then the same head/body/tail with the MeanShift
-    matrices folded in (no sub_mean/add_mean modules)."""
+    matrices folded in (no sub_mean/add_mean modules); -BIC: + the bicubic residual of x + offset."""
 
     def __init__(self, config: SplitSRConfig):
         super().__init__()
@@ -269,7 +303,8 @@ class SplitSRPlain(_Trunk):
         self._build_trunk(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._trunk(x + self.input_offset)
+        x = x + self.input_offset
+        return self._plus_bicubic(self._trunk(x), x)
 
 
 def is_deploy_state_dict(state_dict: dict) -> bool:
@@ -333,7 +368,8 @@ def config_from_state_dict(state_dict: dict, pixel_range: float = 255.0) -> Spli
         if scale is None:
             raise _not_splitsr(f"upsampler conv {up} is no x2/x3/x4 layout")
     squeeze = {shapes[k][0] for k in shapes if k.endswith(".conv_du.0.weight")}
-    config = SplitSRConfig(active / channels, groups, blocks.pop(), hybrid, channels, scale, 3, pixel_range)
+    config = SplitSRConfig(active / channels, groups, blocks.pop(), hybrid, channels, scale, 3, pixel_range,
+                           "bicubic" in shapes)
     if squeeze and squeeze != {config.squeeze_channels}:
         raise _not_splitsr(f"channel attention squeezes to {sorted(squeeze)} channels, edgesr uses "
                            f"C // {REDUCTION} = {config.squeeze_channels}")
@@ -355,5 +391,5 @@ def footprint(config: SplitSRConfig) -> Footprint:
     stages = [2, 2] if s == 4 else [s]
     upsampler = sum(conv(c, f * f * c) for f in stages)
     params = 2 * conv(3, 3, 1) + conv(config.colors, c) + groups + conv(c, c) + upsampler + conv(c, config.colors)
-    layers = 8 + config.groups * (config.blocks * 6 + 2) + 2 * len(stages)
+    layers = 8 + config.groups * (config.blocks * 6 + 2) + 2 * len(stages) + 3 * config.bicubic_skip
     return Footprint(params, layers)
