@@ -182,11 +182,11 @@ class TfliteGraph:
             interpreter = Interpreter(model_path=str(self.path), experimental_preserve_all_tensors=True)
         nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], nhwc.shape, strict=False)
-        with captured_output("LiteRT allocate_tensors"):
-            interpreter.allocate_tensors()
         detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], _quantize(nhwc, detail))
-        try:
+        try:  # XNNPACK refuses some int8 files when it prepares them (allocate), others when run
+            with captured_output("LiteRT allocate_tensors"):
+                interpreter.allocate_tensors()
+            interpreter.set_tensor(detail["index"], _quantize(nhwc, detail))
             interpreter.invoke()
         except Exception as exc:  # noqa: BLE001  (LiteRT's own exception types)
             raise _litert_failure(self.path, interpreter, x.shape, exc) from None
@@ -221,6 +221,7 @@ def _litert_failure(path: Path, interpreter, shape: tuple[int, ...], exc: BaseEx
     reason XNNPACK cannot prepare an int8 file), the line names them and what to export instead."""
     reason = re.sub(r"(.{8,}?)\1+", r"\1", _first_line(exc))  # XNNPACK repeats its line, unseparated
     reason = re.sub(r"(?<=[a-z])(?=Node number)", "; ", reason).rstrip(".")
+    reason = re.sub(r"^LiteRT \w+ failed: ", "", reason)  # a captured step's prefix (captured_output)
     line = f"LiteRT failed on {published_name(path)} for input {tuple(shape)}: {reason}"
     empty = sorted(empty_int8_ranges(interpreter), key=lambda name: (name.startswith("tfl."), len(name)))
     if not empty:
