@@ -29,5 +29,7 @@ def test_training_graph_bicubic_does_not_drift_with_the_image_size():
     torch32 = F.interpolate(x.float(), scale_factor=3, mode="bicubic", align_corners=False)
     assert (torch32.double() - exact).abs().max().item() > 1e-3
     assert (bicubic_upsample(x.float(), 3).double() - exact).abs().max().item() <= 1e-4
+    # fp32 rounding bound of a 16-tap sum over |terms| <= 1.3 x 255: 7 sigma = 7 x 2^-24 / sqrt(3) x
+    # sqrt(17) x 332 = 3.3e-4 on any correct CPU; a drifting or wrong tap errs by > 1e-3
     phase32 = F.pixel_shuffle(bicubic_phases(x.float(), bicubic_kernel(3).float()), 3)
-    assert (phase32.double() - exact).abs().max().item() <= 1e-4
+    assert (phase32.double() - exact).abs().max().item() <= 3.3e-4
