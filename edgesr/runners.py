@@ -15,7 +15,7 @@ import numpy as np
 
 from edgesr.atomic import published_name
 from edgesr.errors import EdgeSRError, ToolError, UserError
-from edgesr.quiet import captured_output
+from edgesr.quiet import NativeOutputError, captured_output
 
 EMPTY_INT8_SCALE = 1e-7  # an int8 scale below this spans less than 2.6e-5: a tensor calibrated on zeros
 
@@ -219,9 +219,9 @@ def empty_int8_ranges(interpreter) -> list[str]:
 def _litert_failure(path: Path, interpreter, shape: tuple[int, ...], exc: BaseException) -> ToolError:
     """LiteRT's failure as one line; when the file has int8 tensors with an empty range (the usual
     reason XNNPACK cannot prepare an int8 file), the line names them and what to export instead."""
-    reason = re.sub(r"(.{8,}?)\1+", r"\1", _first_line(exc))  # XNNPACK repeats its line, unseparated
+    cause = exc.__cause__ if isinstance(exc, NativeOutputError) else exc  # LiteRT's own, not the capture's
+    reason = re.sub(r"(.{8,}?)\1+", r"\1", _first_line(cause))  # XNNPACK repeats its line, unseparated
     reason = re.sub(r"(?<=[a-z])(?=Node number)", "; ", reason).rstrip(".")
-    reason = re.sub(r"^LiteRT \w+ failed: ", "", reason)  # a captured step's prefix (captured_output)
     line = f"LiteRT failed on {published_name(path)} for input {tuple(shape)}: {reason}"
     empty = sorted(empty_int8_ranges(interpreter), key=lambda name: (name.startswith("tfl."), len(name)))
     if not empty:
