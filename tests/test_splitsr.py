@@ -129,7 +129,7 @@ def test_variant_parsing_and_validation():
     assert parse_variant("A.5-G2B2-H1-C16", 2).active_channels == 8
     assert parse_variant("a0.25-g2b2-h1-c16-bic", 4).variant == "A0.25-G2B2-H1-C16-BIC"
     assert parse_variant("A0.25-G2B2-H1-C16-BIC", 4).bicubic_skip and not parse_variant(TINY, 4).bicubic_skip
-    shipped_default = SplitSRConfig(0.25, 2, 2, 1, 16, bicubic_skip=True)
+    shipped_default = SplitSRConfig(0.25, 4, 2, 1, 16, bicubic_skip=True)
     assert get_family("splitsr").config(None, None) == shipped_default
     for bad, message in [("G6B6", "unknown splitsr variant"), ("A0.3-G2B2-H1-C16", "whole number"),
                          ("A0.25-G2B2-H3-C16", "hybrid index 3"), ("A1.5-G2B2-H1-C16", "alpha 1.5"),
@@ -355,3 +355,44 @@ def test_cli_verify_passes(capsys):
     assert code == 0, out
     pte_rows = 2 if "pte" in exporter.installed_formats() else 0  # train and deploy vs pte-fp32
     assert f"all {5 + pte_rows} checks passed" in out and "tflite-fp32" in out and "onnx-fp32" in out
+
+
+# --- deepening a trained network (training/grow_splitsr.py) ------------------------------
+
+def _grow_script() -> types.ModuleType:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "training" / "grow_splitsr.py"
+    spec = importlib.util.spec_from_file_location("grow_splitsr", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_grown_network_computes_what_the_checkpoint_computes_until_its_new_groups_train():
+    """New RCAB groups with a zero tail conv are identities: the deeper graph matches the
+    checkpoint (float64, 1e-9) and moves the body's tail conv to its new index; one new tail
+    weight off zero by 1e-3 changes the output."""
+    model = _model(TINY_BIC, 4)
+    deep, config = _grow_script().grow(model.state_dict(), model.config, 2, seed=1)
+    assert config.variant == "A0.25-G4B2-H1-C8-BIC" and parse_variant(config.variant, 4) == config
+    assert torch.equal(deep.body[4].weight, model.body[2].weight)  # the body's tail conv, moved
+    x = _rgb(9, 7, dtype=torch.float64)
+    model, deep = model.double(), deep.double().eval()
+    assert _err(deep, model, x) <= 1e-9
+    assert _err(deep.reparameterize(), model, x) <= 1e-9
+    with torch.no_grad():
+        deep.body[3].body[2].weight[0, 0, 1, 1] = 1e-3
+    assert _err(deep, model, x) > 1e-6
+
+
+def test_grow_script_writes_a_checkpoint_the_trainer_loads(tmp_path):
+    source, grown = tmp_path / "small.pt", tmp_path / "deep.pt"
+    model = _model(TINY_BIC, 4)
+    save_checkpoint(source, model, "splitsr", model.config.to_dict(), "train")
+    assert _grow_script().main([str(source), "--add-groups", "1", "-o", str(grown)]) == 0
+    prepared = prepare("splitsr", "A0.25-G3B2-H1-C8-BIC", scale=4, weights=grown)
+    x = _rgb(8, 8)
+    with torch.no_grad():  # zero weights give exact zeros and x + 0 = x: the same float32 output
+        assert torch.equal(prepared.train(x), model(x))
