@@ -1,6 +1,8 @@
 """SplitSR: key names, config inference, the MeanShift folds, ONNX/TFLite parity and ops, CLI verify."""
 
+import importlib.util
 import types
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -360,9 +362,6 @@ def test_cli_verify_passes(capsys):
 # --- deepening a trained network (training/grow_splitsr.py) ------------------------------
 
 def _grow_script() -> types.ModuleType:
-    import importlib.util
-    from pathlib import Path
-
     path = Path(__file__).resolve().parents[1] / "training" / "grow_splitsr.py"
     spec = importlib.util.spec_from_file_location("grow_splitsr", path)
     module = importlib.util.module_from_spec(spec)
