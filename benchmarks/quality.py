@@ -30,7 +30,7 @@ from edgesr.protocol import DEFAULT_PROTOCOL, get_protocol
 from edgesr.runners import Graph
 
 SHIPPED = (("ecbsr", "M4C16", 4), ("ecbsr", "M4C16", 2), ("classsr", "ECB-8-16-24", 4),
-           ("classsr", "FSRCNN-16-36-56-skip", 4), ("smsr", "C16-K2", 4), ("splitsr", "A0.25-G4B2-H1-C16-BIC", 4))
+           ("classsr", "FSRCNN-16-36-56-skip", 4), ("smsr", "C16-K2", 4), ("splitsr", "A0.25-G8B2-H1-C16-BIC", 4))
 FILES = (("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8"))
 
 

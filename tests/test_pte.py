@@ -158,7 +158,7 @@ def test_an_int8_pte_without_recorded_ranges_is_refused(shipped_int8_pte, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,variant", [("smsr", "C16-K2"), ("splitsr", "A0.25-G4B2-H1-C16-BIC"),
+@pytest.mark.parametrize("name,variant", [("smsr", "C16-K2"), ("splitsr", "A0.25-G8B2-H1-C16-BIC"),
                                           ("classsr", "FSRCNN-16-36-56-skip")])
 def test_every_family_exports_a_verified_pte(name, variant, tmp_path):
     """SMSR pads odd sides itself (the .pte takes even ones, its runner pads: odd parity sizes

@@ -131,7 +131,7 @@ def test_variant_parsing_and_validation():
     assert parse_variant("A.5-G2B2-H1-C16", 2).active_channels == 8
     assert parse_variant("a0.25-g2b2-h1-c16-bic", 4).variant == "A0.25-G2B2-H1-C16-BIC"
     assert parse_variant("A0.25-G2B2-H1-C16-BIC", 4).bicubic_skip and not parse_variant(TINY, 4).bicubic_skip
-    shipped_default = SplitSRConfig(0.25, 4, 2, 1, 16, bicubic_skip=True)
+    shipped_default = SplitSRConfig(0.25, 8, 2, 1, 16, bicubic_skip=True)
     assert get_family("splitsr").config(None, None) == shipped_default
     for bad, message in [("G6B6", "unknown splitsr variant"), ("A0.3-G2B2-H1-C16", "whole number"),
                          ("A0.25-G2B2-H3-C16", "hybrid index 3"), ("A1.5-G2B2-H1-C16", "alpha 1.5"),

@@ -18,7 +18,7 @@ class SplitSRFamily(Family):
     presets = splitsr.PRESETS
     scales = splitsr.SCALES
     # the variant with a built-in checkpoint (x4); the paper's: A0.25-G6B6-H3-C64
-    default_variant = "A0.25-G4B2-H1-C16-BIC"
+    default_variant = "A0.25-G8B2-H1-C16-BIC"
     default_pixel_range = 255.0
     recipe = Recipe(lr=1e-4, batch=16, hr_patch={2: 96, 3: 96, 4: 96})
 

@@ -100,7 +100,8 @@ PRESETS = (
     "A0.25-G2B4-H2-C32",   # CPU-friendly, used by benchmarks/splitsr_alpha.py
     "A0.25-G2B2-H1-C16",   # tiny: tests and quick checks
     "A0.25-G2B2-H1-C16-BIC",  # the tiny one + a bicubic residual
-    "A0.25-G4B2-H1-C16-BIC",  # the same deepened by two RCAN groups: the built-in x4 checkpoint
+    "A0.25-G4B2-H1-C16-BIC",  # the same deepened by two RCAN groups
+    "A0.25-G8B2-H1-C16-BIC",  # deepened by six: the built-in x4 checkpoint
 )
 BICUBIC_SUFFIX = "-BIC"
 _VARIANT = re.compile(r"^A(\d*\.?\d+)-G(\d+)B(\d+)-H(\d+)-C(\d+)(-BIC)?$", re.IGNORECASE)
