@@ -220,15 +220,23 @@ def _litert_failure(path: Path, interpreter, shape: tuple[int, ...], exc: BaseEx
     """LiteRT's failure as one line; when the file has int8 tensors with an empty range (the usual
     reason XNNPACK cannot prepare an int8 file), the line names them and what to export instead."""
     cause = exc.__cause__ if isinstance(exc, NativeOutputError) else exc  # LiteRT's own, not the capture's
-    reason = re.sub(r"(.{8,}?)\1+", r"\1", _first_line(cause))  # XNNPACK repeats its line, unseparated
-    reason = re.sub(r"(?<=[a-z])(?=Node number)", "; ", reason).rstrip(".")
-    line = f"LiteRT failed on {published_name(path)} for input {tuple(shape)}: {reason}"
+    line = f"LiteRT failed on {published_name(path)} for input {tuple(shape)}: {litert_reason(cause)}"
     empty = sorted(empty_int8_ranges(interpreter), key=lambda name: (name.startswith("tfl."), len(name)))
     if not empty:
         return ToolError(line)
     which = f"{len(empty)} of its int8 tensors (e.g. '{empty[0]}') were" if len(empty) > 1 else f"its '{empty[0]}' was"
     return ToolError(f"{line}: {which} 0 on every calibration image, which leaves an empty int8 range: "
                      "export fp32 or fp16 («precision»)")
+
+
+def litert_reason(exc: BaseException) -> str:
+    """LiteRT's message as one short line. XNNPACK repeats its line once per failed attempt, with no
+    separator, before the node that failed; the repeats are collapsed before the line is shortened,
+    so the node stays in it."""
+    text = str(exc).strip()
+    line = " ".join(text.splitlines()[0].split()) if text else type(exc).__name__
+    line = re.sub(r"(.{8,}?)\1+", r"\1", line)
+    return re.sub(r"(?<=[a-z])(?=Node number)", "; ", line).rstrip(".")[:200]
 
 
 def _int8_range(detail: dict) -> tuple[float, float]:

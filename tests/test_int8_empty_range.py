@@ -10,7 +10,7 @@ import pytest
 from edgesr.atomic import atomic_directory, atomic_output, published_name
 from edgesr.errors import ToolError
 from edgesr.export.tflite import convert_keras
-from edgesr.runners import TfliteGraph, empty_int8_ranges
+from edgesr.runners import TfliteGraph, empty_int8_ranges, litert_reason
 
 
 def _sliced_path_model(threshold: float):
@@ -64,3 +64,14 @@ def test_a_temporary_output_is_named_by_the_name_it_will_be_published_under(tmp_
     with atomic_directory(tmp_path / "bundle") as tmp:
         assert published_name(tmp) == "bundle"
     assert published_name(tmp_path / "plain.onnx") == "plain.onnx"
+
+
+def test_litert_repeats_are_collapsed_before_the_line_is_shortened_so_the_failing_node_stays():
+    """LiteRT's text for the shipped SplitSR's int8 file: six unseparated repeats, then the node."""
+    raw = "failed to create XNNPACK runtime" * 6 + "Node number 185 (TfLiteXNNPackDelegate) failed to prepare."
+    assert litert_reason(RuntimeError(raw)) == ("failed to create XNNPACK runtime; "
+                                                "Node number 185 (TfLiteXNNPackDelegate) failed to prepare")
+    assert litert_reason(RuntimeError("out of memory." * 60)) == "out of memory"
+    counted = ", ".join(str(i) for i in range(200))  # nothing repeats: only shortened
+    assert litert_reason(RuntimeError(counted)) == counted[:200]
+    assert litert_reason(RuntimeError("")) == "RuntimeError"
