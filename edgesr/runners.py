@@ -18,6 +18,7 @@ from edgesr.errors import EdgeSRError, ToolError, UserError
 from edgesr.quiet import NativeOutputError, captured_output
 
 EMPTY_INT8_SCALE = 1e-7  # an int8 scale below this spans less than 2.6e-5: a tensor calibrated on zeros
+MESSAGE_CHARS = 200  # a runtime's message is shortened to this in a one-line error
 
 if TYPE_CHECKING:  # torch loads only for TorchGraph: ONNX Runtime / LiteRT workers never import it
     import torch
@@ -233,10 +234,8 @@ def litert_reason(exc: BaseException) -> str:
     """LiteRT's message as one short line. XNNPACK repeats its line once per failed attempt, with no
     separator, before the node that failed; the repeats are collapsed before the line is shortened,
     so the node stays in it."""
-    text = str(exc).strip()
-    line = " ".join(text.splitlines()[0].split()) if text else type(exc).__name__
-    line = re.sub(r"(.{8,}?)\1+", r"\1", line)
-    return re.sub(r"(?<=[a-z])(?=Node number)", "; ", line).rstrip(".")[:200]
+    line = re.sub(r"(.{8,}?)\1+", r"\1", _first_line(exc, limit=None))
+    return re.sub(r"(?<=[a-z])(?=Node number)", "; ", line).rstrip(".")[:MESSAGE_CHARS]
 
 
 def _int8_range(detail: dict) -> tuple[float, float]:
@@ -244,9 +243,10 @@ def _int8_range(detail: dict) -> tuple[float, float]:
     return (-128 - zero) * scale, (127 - zero) * scale
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, limit: int | None = MESSAGE_CHARS) -> str:
+    """The exception's first line, whitespace collapsed, at most `limit` characters (None: all)."""
     text = str(exc).strip()
-    return " ".join(text.splitlines()[0].split())[:200] if text else type(exc).__name__
+    return " ".join(text.splitlines()[0].split())[:limit] if text else type(exc).__name__
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
